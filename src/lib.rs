@@ -2,3 +2,4 @@
 pub mod config;
 pub mod dialplan;
 pub mod media;
+pub mod speech;
