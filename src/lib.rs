@@ -1,5 +1,11 @@
 //! voxpbx: a PBX built around a real-time audio pipeline. See ARCHITECTURE.md (shared/design).
+pub mod apps;
+pub mod channel;
 pub mod config;
+pub mod console;
+pub mod core;
 pub mod dialplan;
+pub mod events;
 pub mod media;
+pub mod runtime;
 pub mod speech;

@@ -1,1 +1,174 @@
-fn main() {}
+//! The `voxpbx` command: run | rx | dial | bench | aeap-serve | models.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "voxpbx",
+    version,
+    about = "A PBX in Rust with speech recognition built in"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the PBX.
+    Run {
+        /// Configuration directory (default: the repository's conf/).
+        #[arg(short = 'C', long = "config")]
+        config: Option<PathBuf>,
+        /// Stay in the foreground.
+        #[arg(short = 'f', long)]
+        foreground: bool,
+        /// Log to stderr with this tracing filter (default info).
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
+    /// Run a console command against the running instance (like `asterisk -rx`).
+    Rx {
+        #[arg(short = 'C', long = "config")]
+        config: Option<PathBuf>,
+        /// Seconds to wait for the instance to appear (default: 10 for waitfullybooted, else 0).
+        #[arg(long)]
+        wait: Option<u64>,
+        command: String,
+    },
+}
+
+fn init_logging(filter: &str, log_file: Option<PathBuf>) {
+    use tracing_subscriber::EnvFilter;
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_target(false);
+    match log_file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    }) {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init(),
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run {
+            config,
+            foreground,
+            log,
+        } => {
+            let dir = config.unwrap_or_else(voxpbx::runtime::default_conf_dir);
+            let prepared = match voxpbx::runtime::prepare(&dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("voxpbx: configuration error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            if !foreground {
+                // Detach like asterisk without -f: the parent returns once the config parsed.
+                // SAFETY: fork happens before any thread (tokio runtime) is started.
+                let pid = unsafe { libc::fork() };
+                if pid < 0 {
+                    eprintln!("voxpbx: fork failed");
+                    return ExitCode::from(1);
+                }
+                if pid > 0 {
+                    return ExitCode::SUCCESS;
+                }
+                // SAFETY: plain libc call in the single-threaded child.
+                unsafe {
+                    libc::setsid();
+                }
+                init_logging(&log, Some(prepared.dirs.log.join("messages")));
+            } else {
+                init_logging(&log, None);
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("voxpbx: cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(async move {
+                match voxpbx::runtime::boot(prepared).await {
+                    Ok(core) => {
+                        core.mark_fully_booted();
+                        tracing::info!(
+                            "voxpbx {} ready (config {})",
+                            voxpbx::core::VERSION,
+                            core.dirs.conf.display()
+                        );
+                        voxpbx::runtime::run_until_shutdown(core).await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        tracing::error!("startup failed: {e:#}");
+                        eprintln!("voxpbx: startup failed: {e:#}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+        Cmd::Rx {
+            config,
+            wait,
+            command,
+        } => {
+            let dir = config.unwrap_or_else(voxpbx::runtime::default_conf_dir);
+            let (dirs, _) = match voxpbx::runtime::read_main_conf(&dir) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("voxpbx: configuration error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let wait = wait.unwrap_or(if command.contains("waitfullybooted") {
+                10
+            } else {
+                0
+            });
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("voxpbx: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(voxpbx::console::remote_command(
+                &dirs.run,
+                &command,
+                Duration::from_secs(wait),
+            )) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

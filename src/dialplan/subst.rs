@@ -6,7 +6,11 @@ pub enum Part {
     Lit(String),
     /// `${name[:offset[:length]]}`; `name` itself may contain substitutions (`${${X}}`),
     /// and a name ending in `(...)` is a function call.
-    Var { name: Template, offset: Option<Template>, length: Option<Template> },
+    Var {
+        name: Template,
+        offset: Option<Template>,
+        length: Option<Template>,
+    },
     /// `$[ ... ]`
     Expr(Template),
 }
@@ -22,5 +26,10 @@ pub fn parse(text: &str) -> Template {
 /// Asterisk substring semantics (`${VAR:offset:length}`, negative values too).
 pub fn substring(value: &str, offset: i64, length: Option<i64>) -> String {
     let _ = (value, offset, length);
+    todo!("subst")
+}
+
+pub fn split_args(args: &str) -> Vec<String> {
+    let _ = args;
     todo!("subst")
 }

@@ -16,4 +16,8 @@ impl TimeSpec {
         let _ = now;
         todo!("timespec")
     }
+    pub fn matches_at(&self, utc: chrono::DateTime<chrono::Utc>) -> bool {
+        let _ = utc;
+        todo!("timespec")
+    }
 }

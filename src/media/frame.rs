@@ -87,7 +87,12 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(format: Format, data: Bytes) -> Frame {
-        Frame { format, data, ts: 0, seq: 0 }
+        Frame {
+            format,
+            data,
+            ts: 0,
+            seq: 0,
+        }
     }
     pub fn samples(&self) -> usize {
         self.format.samples_in(self.data.len())

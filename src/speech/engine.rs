@@ -250,7 +250,11 @@ pub trait EngineSession: Send {
         Box::pin(async { Ok(()) })
     }
     /// `SPEECH_ENGINE(name)=value`.
-    fn change<'a>(&'a mut self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), SpeechError>>;
+    fn change<'a>(
+        &'a mut self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpeechError>>;
     /// `${SPEECH_ENGINE(name)}`.
     fn get_setting<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<String, SpeechError>>;
     fn change_results_type(&mut self, t: ResultsType) -> BoxFuture<'_, Result<(), SpeechError>>;
@@ -259,7 +263,10 @@ pub trait EngineSession: Send {
     /// Release resources (close connections, cancel inference). Called exactly once.
     fn destroy(&mut self) -> BoxFuture<'_, ()>;
     fn unsupported(&self, what: &'static str) -> SpeechError {
-        SpeechError::Unsupported { engine: self.engine_name().to_string(), what }
+        SpeechError::Unsupported {
+            engine: self.engine_name().to_string(),
+            what,
+        }
     }
 }
 
@@ -278,7 +285,10 @@ impl Speech {
     /// `ast_speech_new`: pick the format (first engine format the channel has natively, else
     /// slin if the engine takes it, else the engine's first format, which the channel
     /// translates to) and create the engine session.
-    pub async fn new(engine: Arc<dyn Engine>, channel_formats: &[Format]) -> Result<Speech, SpeechError> {
+    pub async fn new(
+        engine: Arc<dyn Engine>,
+        channel_formats: &[Format],
+    ) -> Result<Speech, SpeechError> {
         let formats = engine.formats();
         let format = formats
             .iter()
@@ -365,7 +375,11 @@ impl EngineSession for DeadSession {
         Err(SpeechError::Engine("destroyed".into()))
     }
     fn write(&mut self, _frame: &Frame) {}
-    fn change<'a>(&'a mut self, _n: &'a str, _v: &'a str) -> BoxFuture<'a, Result<(), SpeechError>> {
+    fn change<'a>(
+        &'a mut self,
+        _n: &'a str,
+        _v: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpeechError>> {
         Box::pin(async { Err(SpeechError::Engine("destroyed".into())) })
     }
     fn get_setting<'a>(&'a mut self, _n: &'a str) -> BoxFuture<'a, Result<String, SpeechError>> {
@@ -393,13 +407,18 @@ impl EngineRegistry {
     pub fn register(&self, e: Arc<dyn Engine>) -> Result<(), SpeechError> {
         let mut g = self.engines.write();
         if g.iter().any(|x| x.name().eq_ignore_ascii_case(e.name())) {
-            return Err(SpeechError::Engine(format!("speech engine '{}' already registered", e.name())));
+            return Err(SpeechError::Engine(format!(
+                "speech engine '{}' already registered",
+                e.name()
+            )));
         }
         g.push(e);
         Ok(())
     }
     pub fn unregister(&self, name: &str) {
-        self.engines.write().retain(|e| !e.name().eq_ignore_ascii_case(name));
+        self.engines
+            .write()
+            .retain(|e| !e.name().eq_ignore_ascii_case(name));
     }
     /// Empty name = the default engine.
     pub fn find(&self, name: &str) -> Result<Arc<dyn Engine>, SpeechError> {
@@ -407,7 +426,9 @@ impl EngineRegistry {
         let found = if name.trim().is_empty() {
             g.first().cloned()
         } else {
-            g.iter().find(|e| e.name().eq_ignore_ascii_case(name.trim())).cloned()
+            g.iter()
+                .find(|e| e.name().eq_ignore_ascii_case(name.trim()))
+                .cloned()
         };
         found.ok_or_else(|| SpeechError::NoEngine(name.to_string()))
     }
