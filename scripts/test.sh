@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run every voxpbx test: formatting and lints, unit tests, integration tests with real peers
+# (SIPp, Python AMI/AGI/AEAP clients, espeak-ng speech through the Whisper model).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export VOXPBX_PYTHON="$PWD/tests/python/.venv/bin/python"
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --release --locked --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --release --locked -- --test-threads=2
