@@ -302,7 +302,7 @@ pub fn register_builtin(core: &Arc<Core>) {
         core,
         "channel originate",
         "channel originate <tech/data> extension <exten>@<context> | application <app> [data]",
-        |c, a| { originate_cli(&c, &a).await }
+        |c, a| originate_cli(&c, &a).await
     );
 }
 

@@ -1,5 +1,6 @@
 //! voxpbx: a PBX built around a real-time audio pipeline. See ARCHITECTURE.md (shared/design).
 pub mod apps;
+pub mod bridge;
 pub mod channel;
 pub mod config;
 pub mod console;

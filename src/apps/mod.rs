@@ -1,5 +1,6 @@
 //! Dialplan applications, one file per family.
 pub mod basic;
+pub mod dial;
 pub mod flow;
 
 use crate::core::Core;
@@ -8,6 +9,7 @@ use crate::core::Core;
 pub fn register_all(core: &Core) {
     crate::dialplan::pbx::register_apps(core, basic::apps());
     crate::dialplan::pbx::register_apps(core, flow::apps());
+    crate::dialplan::pbx::register_apps(core, dial::apps());
 }
 
 /// Parse application options like `tT` or `L(60000:30000)`: letter -> optional argument.
