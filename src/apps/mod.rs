@@ -2,6 +2,8 @@
 pub mod basic;
 pub mod dial;
 pub mod flow;
+pub mod playback;
+pub mod speech;
 
 use crate::core::Core;
 
@@ -10,6 +12,9 @@ pub fn register_all(core: &Core) {
     crate::dialplan::pbx::register_apps(core, basic::apps());
     crate::dialplan::pbx::register_apps(core, flow::apps());
     crate::dialplan::pbx::register_apps(core, dial::apps());
+    crate::dialplan::pbx::register_apps(core, playback::apps());
+    crate::dialplan::pbx::register_apps(core, speech::apps());
+    crate::dialplan::pbx::register_funcs(core, speech::funcs());
 }
 
 /// Parse application options like `tT` or `L(60000:30000)`: letter -> optional argument.

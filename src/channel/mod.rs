@@ -630,6 +630,11 @@ impl Channel {
             .unwrap_or(0)
     }
 
+    /// Remove the active generator without ending it (pause).
+    pub fn take_generator(&mut self) -> Option<Box<dyn Generator>> {
+        self.generator.take().map(|(g, _)| g)
+    }
+
     pub fn generator_active(&self) -> bool {
         self.generator.is_some()
     }
