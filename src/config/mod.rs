@@ -74,7 +74,7 @@ impl ConfFile {
     }
     /// The first non-template section with this name.
     pub fn section(&self, name: &str) -> Option<&Section> {
-        self.sections_named(name).next()
+        self.sections.iter().find(|s| s.name == name && !s.is_template)
     }
     /// All non-template sections.
     pub fn real_sections(&self) -> impl Iterator<Item = &Section> {
