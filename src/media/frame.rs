@@ -52,6 +52,15 @@ impl Format {
             _ => return None,
         })
     }
+    /// The signed-linear format at `rate` (8000, 16000 or 48000 Hz).
+    pub fn slin_for_rate(rate: u32) -> Option<Format> {
+        match rate {
+            8000 => Some(Format::Slin8),
+            16000 => Some(Format::Slin16),
+            48000 => Some(Format::Slin48),
+            _ => None,
+        }
+    }
     pub fn is_slin(self) -> bool {
         matches!(self, Format::Slin8 | Format::Slin16 | Format::Slin48)
     }
