@@ -166,7 +166,8 @@ fn playback<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult
 /// jump there, or to `i`. Used by Background and WaitExten.
 async fn collect_exten(chan: &mut Channel, context: &str, first: char) -> AppResult {
     let mut exten = first.to_string();
-    let dp = chan.core.dialplan.clone();
+    let core = chan.core.clone();
+    let dp = &core.dialplan;
     loop {
         let d = dp.load();
         if !d.match_more(context, &exten, &chan.caller.num) {
@@ -250,7 +251,7 @@ fn wait_exten<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResu
             .unwrap_or_else(|| response_timeout(chan));
         let opts = parse_options(a.get(1).map(|s| s.as_str()).unwrap_or(""));
         if has_opt(&opts, 'm') {
-            if let Some(g) = ToneGen::parse(crate::media::tone::indications::RING, 8000).ok() {
+            if let Some(g) = ToneGen::parse(crate::media::tone::us::RING, 8000).ok() {
                 chan.start_generator(Box::new(ToneGenerator(g)));
             }
         }
@@ -438,7 +439,7 @@ pub fn number_files(n: i64) -> Vec<String> {
         out.push("digits/0".into());
         return out;
     }
-    let mut say_below_1000 = |mut v: i64, out: &mut Vec<String>| {
+    let say_below_1000 = |mut v: i64, out: &mut Vec<String>| {
         if v >= 100 {
             out.push(format!("digits/{}", v / 100));
             out.push("digits/hundred".into());
@@ -646,7 +647,7 @@ fn milliwatt<'a>(chan: &'a mut Channel, _args: &'a str) -> BoxFuture<'a, AppResu
 
 fn playtones(chan: &mut Channel, args: &str) -> AppResult {
     let arg = args.trim();
-    let spec = crate::media::tone::indications::indication(arg).unwrap_or(arg);
+    let spec = crate::media::tone::us::indication(arg).unwrap_or(arg);
     match ToneGen::parse(spec, 8000) {
         Ok(g) => chan.start_generator(Box::new(ToneGenerator(g))),
         Err(e) => tracing::warn!("Playtones: unable to parse tone list '{}': {}", arg, e),
@@ -707,15 +708,15 @@ fn record<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
         let deadline = if max_s > 0 { Some(Instant::now() + Duration::from_secs(max_s)) } else { None };
         let any_dtmf = has_opt(&opts, 'y');
         let ignore_term = has_opt(&opts, 'x');
-        let mut status = "DTMF";
+        let status;
         let mut hung = false;
         loop {
             match chan.read_until(deadline).await {
                 ReadEvent::Voice(f) => {
                     let _ = rec.write_frame(&f);
                     if silence_s > 0 {
-                        let silent_ms = det.process(&f.slin_samples());
-                        if silent_ms >= silence_s * 1000 {
+                        det.process(&f.slin_samples());
+                        if det.total_silence_ms() >= silence_s * 1000 {
                             status = "SILENCE";
                             break;
                         }
@@ -772,7 +773,8 @@ fn wait_for_silence<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, A
         let status = loop {
             match chan.read_until(deadline).await {
                 ReadEvent::Voice(f) => {
-                    if det.process(&f.slin_samples()) >= need_ms {
+                    det.process(&f.slin_samples());
+                    if det.total_silence_ms() >= need_ms {
                         done += 1;
                         if done >= iterations {
                             break "SILENCE";

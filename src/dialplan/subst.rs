@@ -694,8 +694,3 @@ mod tests {
         );
     }
 }
-
-pub fn split_args(args: &str) -> Vec<String> {
-    let _ = args;
-    todo!("subst")
-}

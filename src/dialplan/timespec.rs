@@ -348,8 +348,4 @@ mod tests {
             assert!(TimeSpec::parse(bad).is_err(), "{bad:?} should fail");
         }
     }
-    pub fn matches_at(&self, utc: chrono::DateTime<chrono::Utc>) -> bool {
-        let _ = utc;
-        todo!("timespec")
-    }
 }
