@@ -17,6 +17,7 @@
 //! returns an error naming the file and line: a config that does not mean what it says is
 //! never silently accepted.
 use super::{ConfFile, ConfigError, Entry, Op, Section};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,7 @@ fn parse_str_limited(text: &str, name: &Path, max_bytes: usize) -> Result<ConfFi
             sections: Vec::new(),
         },
         current: None,
+        last_by_key: Vec::new(),
         used_bytes: 0,
         max_bytes,
     };
@@ -120,8 +122,7 @@ fn excerpt(s: &str) -> String {
 /// it carries over from line to line. Returns `None` when the whole line lies inside a block
 /// comment, otherwise the text outside comments (`\;` already turned into `;`).
 fn strip_comments(raw: &str, open: &mut Vec<usize>, lineno: usize) -> Option<String> {
-    // `\;` loses its backslash, so work on an owned copy.
-    let mut buf = raw.to_string();
+    let b = raw.as_bytes();
     // Text kept so far; None while the line started inside a block comment that has not
     // ended yet (Asterisk's process_buf == NULL).
     let mut out: Option<String> = if open.is_empty() {
@@ -131,22 +132,25 @@ fn strip_comments(raw: &str, open: &mut Vec<usize>, lineno: usize) -> Option<Str
     };
     // Start of the current kept segment (meaningful only outside block comments).
     let mut seg = 0usize;
-    // Where to look for the next ';'.
+    // Where to look for the next ';'. Asterisk deletes the backslash of `\;` in place; every
+    // test below only looks at bytes at or after `pos`, which that deletion never touches, so
+    // the original indices can be used and the backslash is just left out of the output.
+    // All bytes looked at are ASCII, so every slice boundary is a char boundary.
     let mut pos = 0usize;
-    loop {
-        let b = buf.as_bytes();
-        let Some(off) = b
-            .get(pos..)
-            .and_then(|rest| rest.iter().position(|&c| c == b';'))
-        else {
-            break;
-        };
+    while let Some(off) = b
+        .get(pos..)
+        .and_then(|rest| rest.iter().position(|&c| c == b';'))
+    {
         let p = pos + off;
         if p > pos && b[p - 1] == b'\\' {
-            // Escaped semicolon: not a comment; drop the backslash and go on after the ';'
-            // (which now sits at p - 1). Both are ASCII, so indices stay on char boundaries.
-            buf.remove(p - 1);
-            pos = p;
+            // Escaped semicolon: a literal ';' (kept), the backslash is dropped.
+            if open.is_empty() {
+                if let Some(o) = out.as_mut() {
+                    o.push_str(&raw[seg..p - 1]);
+                }
+                seg = p;
+            }
+            pos = p + 1;
             continue;
         }
         let block_start = b.get(p + 1) == Some(&b'-')
@@ -155,7 +159,7 @@ fn strip_comments(raw: &str, open: &mut Vec<usize>, lineno: usize) -> Option<Str
         if block_start {
             if open.is_empty() {
                 if let Some(o) = out.as_mut() {
-                    o.push_str(&buf[seg..p]);
+                    o.push_str(&raw[seg..p]);
                 }
             }
             open.push(lineno);
@@ -172,7 +176,7 @@ fn strip_comments(raw: &str, open: &mut Vec<usize>, lineno: usize) -> Option<Str
         } else if open.is_empty() {
             // Plain `;` comment: the rest of the line is ignored.
             if let Some(o) = out.as_mut() {
-                o.push_str(&buf[seg..p]);
+                o.push_str(&raw[seg..p]);
             }
             return out;
         } else {
@@ -181,7 +185,7 @@ fn strip_comments(raw: &str, open: &mut Vec<usize>, lineno: usize) -> Option<Str
     }
     if open.is_empty() {
         if let Some(o) = out.as_mut() {
-            o.push_str(&buf[seg..]);
+            o.push_str(&raw[seg..]);
         }
     }
     out
@@ -206,6 +210,9 @@ struct Parser {
     /// Asterisk's `cfg->current`: the section most recently declared or appended to.
     /// An included file starts in it.
     current: Option<usize>,
+    /// Per section (same indices as `conf.sections`): key -> index of its last entry, so
+    /// that `+=` is O(1) instead of a scan of the section.
+    last_by_key: Vec<HashMap<String, usize>>,
     /// Memory charged so far against `max_bytes`.
     used_bytes: usize,
     /// [`MAX_TOTAL_BYTES`] (smaller in tests).
@@ -213,6 +220,19 @@ struct Parser {
 }
 
 impl Parser {
+    /// Record entries `from..` of section `si` in its key index.
+    fn index_entries(&mut self, si: usize, from: usize) {
+        let map = &mut self.last_by_key[si];
+        for (i, e) in self.conf.sections[si].entries.iter().enumerate().skip(from) {
+            match map.get_mut(e.key.as_str()) {
+                Some(slot) => *slot = i,
+                None => {
+                    map.insert(e.key.clone(), i);
+                }
+            }
+        }
+    }
+
     fn charge(&mut self, bytes: usize, file: &Path, line: usize) -> Result<(), ConfigError> {
         self.used_bytes = self.used_bytes.saturating_add(bytes);
         if self.used_bytes > self.max_bytes {
@@ -311,6 +331,8 @@ impl Parser {
             line: lineno,
         };
         let mut target = Target::New;
+        // With `(+)`: where the entries added to the existing section start.
+        let mut existing_from = 0usize;
         for tok in options.unwrap_or("").split(',') {
             let tok = strip(tok);
             if tok.is_empty() {
@@ -344,6 +366,7 @@ impl Parser {
                     )));
                 };
                 // What was gathered for the new section so far moves into the existing one.
+                existing_from = self.conf.sections[i].entries.len();
                 let existing = &mut self.conf.sections[i];
                 existing.is_template |= new.is_template;
                 existing.entries.append(&mut new.entries);
@@ -380,9 +403,15 @@ impl Parser {
         let idx = match target {
             Target::New => {
                 self.conf.sections.push(new);
-                self.conf.sections.len() - 1
+                self.last_by_key.push(HashMap::new());
+                let idx = self.conf.sections.len() - 1;
+                self.index_entries(idx, 0);
+                idx
             }
-            Target::Existing(i) => i,
+            Target::Existing(i) => {
+                self.index_entries(i, existing_from);
+                i
+            }
         };
         self.current = Some(idx);
         *cat = Some(idx);
@@ -544,13 +573,21 @@ impl Parser {
             if key.is_empty() {
                 return Err(err("expected a key before '+='".to_string()));
             }
-            let section = &self.conf.sections[ci];
-            if let Some(pos) = section.entries.iter().rposition(|e| e.key == key) {
-                // Asterisk: previous value + everything after "+=", then trimmed.
+            // The last entry with exactly this key (case-sensitive, as Asterisk's strcmp).
+            if let Some(&pos) = self.last_by_key[ci].get(key) {
+                // Asterisk: previous value + everything after "+=", then trimmed. Done in
+                // place so that many `+=` lines stay linear.
                 self.charge(rest.len(), file, lineno)?;
                 let entry = &mut self.conf.sections[ci].entries[pos];
-                let joined = format!("{}{}", entry.value, rest);
-                entry.value = strip(&joined).to_string();
+                entry.value.push_str(rest);
+                let kept = entry
+                    .value
+                    .trim_end_matches(|c: char| (c as u32) < 33)
+                    .len();
+                entry.value.truncate(kept);
+                if entry.value.starts_with(|c: char| (c as u32) < 33) {
+                    entry.value = strip(&entry.value).to_string();
+                }
                 if entry.op != Op::Object {
                     entry.op = Op::Append;
                 }
@@ -594,7 +631,10 @@ impl Parser {
             line,
         };
         self.charge(entry_cost(&entry), file, line)?;
-        self.conf.sections[ci].entries.push(entry);
+        let entries = &mut self.conf.sections[ci].entries;
+        entries.push(entry);
+        let from = entries.len() - 1;
+        self.index_entries(ci, from);
         Ok(())
     }
 }
@@ -834,6 +874,35 @@ mod tests {
         assert_eq!(a.entry("new").unwrap().op, Op::Assign);
         assert_eq!(a.get_all("x").collect::<Vec<_>>(), vec!["1", "23"]);
         assert_eq!(a.entries.len(), 4);
+    }
+
+    #[test]
+    fn plus_equals_after_section_append_and_case_sensitive() {
+        let c = parse("[a]\nk = 1\n[b]\n[a](+)\nk = 2\nk +=3\nK += x\n");
+        let a = c.section("a").unwrap();
+        assert_eq!(kv(a), pairs(&[("k", "1"), ("k", "23"), ("K", "x")]));
+        let c = parse("[t](!)\nk = 1\n[a]\n[a](t,+)\nk +=2\n");
+        assert_eq!(c.section("a").unwrap().get("k"), Some("12"));
+    }
+
+    #[test]
+    fn plus_equals_onto_empty_value_trims() {
+        let c = parse("[a]\nk =\nk +=   v  \n");
+        assert_eq!(c.section("a").unwrap().get("k"), Some("v"));
+    }
+
+    #[test]
+    fn many_escapes_and_appends_stay_fast() {
+        let mut text = String::from("[a]\nk = ");
+        text.push_str(&"x\\;".repeat(100_000));
+        text.push('\n');
+        for _ in 0..50_000 {
+            text.push_str("k +=y\n");
+        }
+        let c = parse(&text);
+        let v = c.section("a").unwrap().get("k").unwrap();
+        assert_eq!(v.len(), 200_000 + 50_000);
+        assert!(v.starts_with("x;x;"));
     }
 
     #[test]
