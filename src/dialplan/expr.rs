@@ -757,16 +757,40 @@ fn complement(v: &Val) -> Val {
     Val::Num(Num::Int(i64::from(!truth)))
 }
 
+/// Compiled regular expressions kept per thread: dialplans evaluate the same few
+/// patterns over and over, and compiling costs far more than matching.
+const REGEX_CACHE_SIZE: usize = 64;
+
+thread_local! {
+    static REGEX_CACHE: std::cell::RefCell<std::collections::HashMap<String, regex::Regex>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn compile_regex(pattern: &str) -> Result<regex::Regex, ExprError> {
+    if let Some(re) = REGEX_CACHE.with(|c| c.borrow().get(pattern).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| ExprError(format!("invalid regular expression '{pattern}': {e}")))?;
+    REGEX_CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.len() >= REGEX_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), re.clone());
+    });
+    Ok(re)
+}
+
 fn regex_match(a: &Val, b: &Val, anchored: bool) -> Result<Val, ExprError> {
     let subject = a.text();
     let subject = strip_quotes(&subject);
     let pattern = b.text();
     let pattern = strip_quotes(&pattern);
-    let re = regex::RegexBuilder::new(&pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| ExprError(format!("invalid regular expression '{pattern}': {e}")))?;
+    let re = compile_regex(&pattern)?;
     let has_group = re.captures_len() > 1;
     let caps = re
         .captures(&subject)

@@ -60,11 +60,40 @@ impl MatchKind {
 enum Elem {
     /// A set of characters, as sorted, merged, non-empty, inclusive ranges. A literal
     /// character is a one-character set.
-    Set(Vec<(char, char)>),
+    Set(CharSet),
     /// `.`: one or more of anything (always last).
     Dot,
     /// `!`: zero or more of anything (always last).
     Bang,
+}
+
+/// Sorted, merged, non-empty inclusive ranges, with a bitmap for the ASCII part so that
+/// matching a dialled digit is one bit test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CharSet {
+    ranges: Vec<(char, char)>,
+    ascii: u128,
+}
+
+impl CharSet {
+    fn new(ranges: Vec<(char, char)>) -> CharSet {
+        let ranges = normalize_ranges(ranges);
+        let mut ascii = 0u128;
+        for &(lo, hi) in &ranges {
+            for c in (lo as u32)..=(hi as u32).min(127) {
+                ascii |= 1 << c;
+            }
+        }
+        CharSet { ranges, ascii }
+    }
+
+    fn contains(&self, c: char) -> bool {
+        if (c as u32) < 128 {
+            self.ascii & (1 << c as u32) != 0
+        } else {
+            self.ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,10 +128,6 @@ fn normalize_ranges(mut ranges: Vec<(char, char)>) -> Vec<(char, char)> {
         out.push((lo, hi));
     }
     out
-}
-
-fn set_contains(set: &[(char, char)], c: char) -> bool {
-    set.iter().any(|&(lo, hi)| lo <= c && c <= hi)
 }
 
 fn set_count(set: &[(char, char)]) -> u64 {
@@ -151,10 +176,13 @@ fn elem_cmp(a: Option<&Elem>, b: Option<&Elem>) -> Ordering {
         }
     }
     match (a, b) {
-        (Some(Elem::Set(x)), Some(Elem::Set(y))) => set_count(x)
-            .cmp(&set_count(y))
-            .then_with(|| x[0].0.cmp(&y[0].0))
-            .then_with(|| cmp_set_members(x, y)),
+        (Some(Elem::Set(x)), Some(Elem::Set(y))) => {
+            let (x, y) = (&x.ranges, &y.ranges);
+            set_count(x)
+                .cmp(&set_count(y))
+                .then_with(|| x[0].0.cmp(&y[0].0))
+                .then_with(|| cmp_set_members(x, y))
+        }
         _ => rank(a).cmp(&rank(b)),
     }
 }
@@ -181,6 +209,19 @@ impl ExtenName {
     pub fn matches(&self, dialled: &str) -> MatchKind {
         let mut data = dialled.chars().filter(|&c| c != '-');
         match &self.kind {
+            Kind::Literal(name) if !dialled.contains('-') => {
+                if name.len() == dialled.len() {
+                    if name == dialled {
+                        MatchKind::Exact { more: false }
+                    } else {
+                        MatchKind::No
+                    }
+                } else if name.starts_with(dialled) {
+                    MatchKind::Prefix
+                } else {
+                    MatchKind::No
+                }
+            }
             Kind::Literal(name) => {
                 let mut name_chars = name.chars();
                 loop {
@@ -210,7 +251,7 @@ impl ExtenName {
                             return MatchKind::Exact { more: true }
                         }
                         Some(Elem::Set(set)) => {
-                            if !set_contains(set, c) {
+                            if !set.contains(c) {
                                 return MatchKind::No;
                             }
                         }
@@ -252,9 +293,9 @@ fn parse_pattern(raw: &str, body: &str) -> Result<Vec<Elem>, String> {
         i += 1;
         match c {
             '-' => {}
-            'X' | 'x' => elems.push(Elem::Set(vec![DIGITS])),
-            'Z' | 'z' => elems.push(Elem::Set(vec![('1', '9')])),
-            'N' | 'n' => elems.push(Elem::Set(vec![('2', '9')])),
+            'X' | 'x' => elems.push(Elem::Set(CharSet::new(vec![DIGITS]))),
+            'Z' | 'z' => elems.push(Elem::Set(CharSet::new(vec![('1', '9')]))),
+            'N' | 'n' => elems.push(Elem::Set(CharSet::new(vec![('2', '9')]))),
             '.' => elems.push(Elem::Dot),
             '!' => elems.push(Elem::Bang),
             '[' => {
@@ -280,14 +321,14 @@ fn parse_pattern(raw: &str, body: &str) -> Result<Vec<Elem>, String> {
                     }
                 }
                 if !ranges.is_empty() {
-                    elems.push(Elem::Set(normalize_ranges(ranges)));
+                    elems.push(Elem::Set(CharSet::new(ranges)));
                 } else if !inner.is_empty() {
                     // Only reversed ranges: a set that can never match.
                     return Err(format!("pattern '{raw}': character set matches nothing"));
                 }
                 // An empty set `[]` is ignored, as in Asterisk.
             }
-            other => elems.push(Elem::Set(vec![(other, other)])),
+            other => elems.push(Elem::Set(CharSet::new(vec![(other, other)]))),
         }
     }
     if elems.is_empty() {
