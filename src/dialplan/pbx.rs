@@ -67,11 +67,9 @@ pub fn register_funcs(core: &crate::core::Core, funcs: Vec<FuncDef>) {
     }
 }
 
-/// Split `NAME(args)` into (NAME, args).
+/// Split `NAME(args)` into (NAME, args) (a missing `)` is tolerated, as in Asterisk).
 pub fn split_func(s: &str) -> Option<(&str, &str)> {
-    let open = s.find('(')?;
-    let inner = s[open + 1..].strip_suffix(')')?;
-    Some((s[..open].trim(), inner))
+    subst::split_function_call(s)
 }
 
 /// Evaluate a parsed template with the channel.
@@ -94,8 +92,7 @@ pub fn substitute<'a>(chan: &'a mut Channel, t: &'a Template) -> BoxFuture<'a, S
                             Some(l) => Some(substitute(chan, l).await),
                             None => None,
                         };
-                        let off_n = off_s.trim().parse::<i64>().unwrap_or(0);
-                        let len_n = len_s.and_then(|l| l.trim().parse::<i64>().ok());
+                        let (off_n, len_n) = subst::substring_spec(&off_s, len_s.as_deref());
                         value = subst::substring(&value, off_n, len_n);
                     }
                     out.push_str(&value);
