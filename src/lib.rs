@@ -7,6 +7,7 @@ pub mod console;
 pub mod core;
 pub mod dialplan;
 pub mod events;
+pub mod interfaces;
 pub mod media;
 pub mod runtime;
 pub mod speech;
