@@ -52,7 +52,10 @@ impl Message {
 
     /// Append a header (kept in order; names may repeat).
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.headers.push(Header { name: name.into(), value: value.into() });
+        self.headers.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
     }
 
     /// Builder-style [`Message::push`].
@@ -76,22 +79,35 @@ impl Message {
     /// The first header with this name (case-insensitive), even if its value is empty
     /// (Asterisk's `astman_get_header`).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
     }
 
     /// The first header with this name and a non-empty value.
     pub fn get_nonempty(&self, name: &str) -> Option<&str> {
-        self.get_all(name).find(|v| !v.is_empty())
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name) && !h.value.is_empty())
+            .map(|h| h.value.as_str())
     }
 
     /// The last header with this name.
     pub fn get_last(&self, name: &str) -> Option<&str> {
-        self.headers.iter().rev().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+        self.headers
+            .iter()
+            .rev()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
     }
 
     /// Every value of this header, in order (`Variable:`, `Output:`, `ChanVariable:`...).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
     }
 
     /// `Action:` (the first non-empty one, as Asterisk looks it up).
@@ -178,7 +194,9 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     pub fn new() -> MessageBuilder {
-        MessageBuilder { buf: BytesMut::with_capacity(256) }
+        MessageBuilder {
+            buf: BytesMut::with_capacity(256),
+        }
     }
 
     /// Append `Name: Value\r\n`.
@@ -291,7 +309,11 @@ pub fn list_complete(event_name: &str, action_id: Option<&str>, count: usize) ->
 
 /// Format a `Timestamp:` value: seconds since the epoch with 6 decimals (`1700000000.123456`).
 pub fn format_timestamp(since_epoch: Duration) -> String {
-    format!("{}.{:06}", since_epoch.as_secs(), since_epoch.subsec_micros())
+    format!(
+        "{}.{:06}",
+        since_epoch.as_secs(),
+        since_epoch.subsec_micros()
+    )
 }
 
 /// An event as published to AMI sessions: encoded once, filtered per session.
@@ -325,7 +347,13 @@ pub struct EventBuilder {
 
 impl EventBuilder {
     pub fn new(name: impl Into<String>, class: Perm) -> EventBuilder {
-        EventBuilder { name: name.into(), class, timestamp: None, system_name: None, fields: Vec::new() }
+        EventBuilder {
+            name: name.into(),
+            class,
+            timestamp: None,
+            system_name: None,
+            fields: Vec::new(),
+        }
     }
 
     /// Include `Timestamp:` (time since the Unix epoch).
@@ -341,7 +369,10 @@ impl EventBuilder {
     }
 
     pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.fields.push(Header { name: name.into(), value: value.into() });
+        self.fields.push(Header {
+            name: name.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -352,7 +383,10 @@ impl EventBuilder {
         V: Into<String>,
     {
         for (k, v) in it {
-            self.fields.push(Header { name: k.into(), value: v.into() });
+            self.fields.push(Header {
+                name: k.into(),
+                value: v.into(),
+            });
         }
         self
     }
@@ -370,7 +404,12 @@ impl EventBuilder {
         for h in &self.fields {
             b.header(&h.name, &h.value);
         }
-        AmiEvent { name: self.name, class: self.class, fields: self.fields, wire: b.finish() }
+        AmiEvent {
+            name: self.name,
+            class: self.class,
+            fields: self.fields,
+            wire: b.finish(),
+        }
     }
 }
 
@@ -384,7 +423,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_line: DEFAULT_MAX_LINE, max_message: DEFAULT_MAX_MESSAGE, max_headers: DEFAULT_MAX_HEADERS }
+        Limits {
+            max_line: DEFAULT_MAX_LINE,
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_headers: DEFAULT_MAX_HEADERS,
+        }
     }
 }
 
@@ -560,7 +603,10 @@ pub fn parse_header_line(line: &[u8]) -> Option<Header> {
             break;
         }
     }
-    Some(Header { name: name.to_string(), value: String::from_utf8_lossy(value).into_owned() })
+    Some(Header {
+        name: name.to_string(),
+        value: String::from_utf8_lossy(value).into_owned(),
+    })
 }
 
 /// Decode every complete message in `data` (a convenience for tests and tools).
@@ -615,7 +661,10 @@ mod tests {
     fn repeated_headers_kept_in_order() {
         let msgs = decode_all(b"Action: Originate\r\nVariable: a=1\r\nVariable: b=2,c=(x,y)\r\nVariable: d=\"p,q\"\r\n\r\n");
         let m = msgs[0].clone().unwrap();
-        assert_eq!(m.get_all("variable").collect::<Vec<_>>(), vec!["a=1", "b=2,c=(x,y)", "d=\"p,q\""]);
+        assert_eq!(
+            m.get_all("variable").collect::<Vec<_>>(),
+            vec!["a=1", "b=2,c=(x,y)", "d=\"p,q\""]
+        );
         assert_eq!(
             m.variables(),
             vec![
@@ -638,14 +687,19 @@ mod tests {
 
     #[test]
     fn lone_cr_stays_in_value_and_no_colon_lines_ignored() {
-        let m = decode_all(b"Action: X\rY\r\ngarbage line\r\n: novalue\r\n\r\n")[0].clone().unwrap();
+        let m = decode_all(b"Action: X\rY\r\ngarbage line\r\n: novalue\r\n\r\n")[0]
+            .clone()
+            .unwrap();
         assert_eq!(m.get("Action"), Some("X\rY"));
         assert_eq!(m.len(), 1);
     }
 
     #[test]
     fn long_line_is_an_error_and_decoding_resumes() {
-        let mut d = Decoder::new(Limits { max_line: 32, ..Limits::default() });
+        let mut d = Decoder::new(Limits {
+            max_line: 32,
+            ..Limits::default()
+        });
         d.push(b"ActionID: 7\r\nAction: ");
         d.push(&[b'A'; 100]);
         assert!(d.next_message().is_none());
@@ -662,12 +716,18 @@ mod tests {
 
     #[test]
     fn long_line_complete_in_one_push() {
-        let mut d = Decoder::new(Limits { max_line: 16, ..Limits::default() });
+        let mut d = Decoder::new(Limits {
+            max_line: 16,
+            ..Limits::default()
+        });
         let mut data = b"X: ".to_vec();
         data.extend_from_slice(&[b'x'; 40]);
         data.extend_from_slice(b"\r\n\r\n");
         d.push(&data);
-        assert_eq!(d.next_message().unwrap().unwrap_err().kind, FrameErrorKind::LineTooLong);
+        assert_eq!(
+            d.next_message().unwrap().unwrap_err().kind,
+            FrameErrorKind::LineTooLong
+        );
     }
 
     #[test]
@@ -677,33 +737,57 @@ mod tests {
             data.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
         }
         data.extend_from_slice(b"\r\n");
-        let mut d = Decoder::new(Limits { max_headers: 4, ..Limits::default() });
+        let mut d = Decoder::new(Limits {
+            max_headers: 4,
+            ..Limits::default()
+        });
         d.push(&data);
         let e = d.next_message().unwrap().unwrap_err();
         assert_eq!(e.kind, FrameErrorKind::TooManyHeaders);
         assert_eq!(e.partial.len(), 4);
 
-        let mut d = Decoder::new(Limits { max_message: 30, max_line: 20, max_headers: 100 });
+        let mut d = Decoder::new(Limits {
+            max_message: 30,
+            max_line: 20,
+            max_headers: 100,
+        });
         d.push(&data);
-        assert_eq!(d.next_message().unwrap().unwrap_err().kind, FrameErrorKind::MessageTooLarge);
+        assert_eq!(
+            d.next_message().unwrap().unwrap_err().kind,
+            FrameErrorKind::MessageTooLarge
+        );
     }
 
     #[test]
     fn non_utf8_is_replaced_not_rejected() {
-        let m = decode_all(b"Action: Ping\r\nCallerIDName: Jos\xe9\r\n\r\n")[0].clone().unwrap();
+        let m = decode_all(b"Action: Ping\r\nCallerIDName: Jos\xe9\r\n\r\n")[0]
+            .clone()
+            .unwrap();
         assert_eq!(m.get("CallerIDName"), Some("Jos\u{fffd}"));
     }
 
     #[test]
     fn response_builder_order_and_crlf() {
-        let b = response("Success", Some("abc"), Some("start"), Some("Channels will follow")).finish();
+        let b = response(
+            "Success",
+            Some("abc"),
+            Some("start"),
+            Some("Channels will follow"),
+        )
+        .finish();
         assert_eq!(
             &b[..],
             b"Response: Success\r\nActionID: abc\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n"
         );
-        assert_eq!(&error(None, "Permission denied")[..], b"Response: Error\r\nMessage: Permission denied\r\n\r\n");
+        assert_eq!(
+            &error(None, "Permission denied")[..],
+            b"Response: Error\r\nMessage: Permission denied\r\n\r\n"
+        );
         let mut p = response("Success", Some("1"), None, None);
-        p.header("Ping", "Pong").header("Timestamp", &format_timestamp(Duration::new(1_700_000_000, 5_000)));
+        p.header("Ping", "Pong").header(
+            "Timestamp",
+            &format_timestamp(Duration::new(1_700_000_000, 5_000)),
+        );
         assert_eq!(
             &p.finish()[..],
             b"Response: Success\r\nActionID: 1\r\nPing: Pong\r\nTimestamp: 1700000000.000005\r\n\r\n"
@@ -718,7 +802,10 @@ mod tests {
         );
         let mut item = list_item("CoreShowChannel", Some("9"));
         item.header("Channel", "Local/1@x-0001;1");
-        assert_eq!(&item.finish()[..], b"Event: CoreShowChannel\r\nActionID: 9\r\nChannel: Local/1@x-0001;1\r\n\r\n");
+        assert_eq!(
+            &item.finish()[..],
+            b"Event: CoreShowChannel\r\nActionID: 9\r\nChannel: Local/1@x-0001;1\r\n\r\n"
+        );
         assert_eq!(
             &list_complete("CoreShowChannelsComplete", None, 3).finish()[..],
             b"Event: CoreShowChannelsComplete\r\nEventList: Complete\r\nListItems: 3\r\n\r\n"
@@ -737,17 +824,27 @@ mod tests {
             b"Event: Hangup\r\nPrivilege: call,all\r\nTimestamp: 1.500000\r\nChannel: PJSIP/a-1\r\nCause: 16\r\n\r\n"
         );
         assert_eq!(ev.fields.len(), 2);
-        let ev2 = EventBuilder::new("FullyBooted", Perm::SYSTEM).system_name(Some("pbx1")).build();
-        assert_eq!(&ev2.wire[..], b"Event: FullyBooted\r\nPrivilege: system,all\r\nSystemName: pbx1\r\n\r\n");
+        let ev2 = EventBuilder::new("FullyBooted", Perm::SYSTEM)
+            .system_name(Some("pbx1"))
+            .build();
+        assert_eq!(
+            &ev2.wire[..],
+            b"Event: FullyBooted\r\nPrivilege: system,all\r\nSystemName: pbx1\r\n\r\n"
+        );
     }
 
     #[test]
     fn writer_never_lets_values_break_framing() {
-        let m = Message::new().with("Action", "UserEvent").with("Body", "a\r\n\r\nAction: Logoff");
+        let m = Message::new()
+            .with("Action", "UserEvent")
+            .with("Body", "a\r\n\r\nAction: Logoff");
         let wire = m.encode();
         let back = decode_all(&wire);
         assert_eq!(back.len(), 1);
-        assert_eq!(back[0].as_ref().unwrap().get("Body"), Some("a    Action: Logoff"));
+        assert_eq!(
+            back[0].as_ref().unwrap().get("Body"),
+            Some("a    Action: Logoff")
+        );
     }
 
     #[test]
@@ -762,7 +859,10 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let m = Message::new().with("Action", "Setvar").with("Variable", "X").with("Value", "");
+        let m = Message::new()
+            .with("Action", "Setvar")
+            .with("Variable", "X")
+            .with("Value", "");
         assert_eq!(decode_all(&m.encode())[0].as_ref().unwrap(), &m);
     }
 

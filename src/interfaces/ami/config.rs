@@ -129,7 +129,8 @@ impl ManagerConfig {
             }
             let user = cfg.user_from_section(section)?;
             // A repeated user section replaces the earlier one, as Asterisk's reload does.
-            cfg.users.retain(|u| !u.username.eq_ignore_ascii_case(&user.username));
+            cfg.users
+                .retain(|u| !u.username.eq_ignore_ascii_case(&user.username));
             cfg.users.push(user);
         }
         Ok(cfg)
@@ -141,18 +142,26 @@ impl ManagerConfig {
             match e.key.to_ascii_lowercase().as_str() {
                 "enabled" => self.enabled = is_true(v),
                 "webenabled" => self.webenabled = is_true(v),
-                "port" => self.port = parse_num::<u16>(e).filter(|p| *p > 0).ok_or_else(|| bad(e, "a port number 1-65535"))?,
+                "port" => {
+                    self.port = parse_num::<u16>(e)
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| bad(e, "a port number 1-65535"))?
+                }
                 "bindaddr" => {
                     self.bindaddr = parse_bind_addr(v).ok_or_else(|| bad(e, "an IP address"))?;
                 }
                 "displayconnects" => self.displayconnects = is_true(v),
                 "timestampevents" => self.timestampevents = is_true(v),
                 "authtimeout" => {
-                    let n = parse_num::<u64>(e).filter(|n| *n >= 1).ok_or_else(|| bad(e, "a number of seconds >= 1"))?;
+                    let n = parse_num::<u64>(e)
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad(e, "a number of seconds >= 1"))?;
                     self.authtimeout = Duration::from_secs(n);
                 }
                 "authlimit" => {
-                    self.authlimit = parse_num::<usize>(e).filter(|n| *n >= 1).ok_or_else(|| bad(e, "a number >= 1"))?;
+                    self.authlimit = parse_num::<usize>(e)
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| bad(e, "a number >= 1"))?;
                 }
                 "allowmultiplelogin" => self.allowmultiplelogin = is_true(v),
                 "brokeneventsaction" => self.brokeneventsaction = is_true(v),
@@ -169,12 +178,16 @@ impl ManagerConfig {
                 "tlsbindaddr" | "sslbindaddr" => self.tlsbindaddr = Some(v.to_string()),
                 "tlscertfile" | "sslcert" => self.tlscertfile = Some(v.to_string()),
                 "tlsprivatekey" | "sslprivatekey" => self.tlsprivatekey = Some(v.to_string()),
-                "authfaillimit" => self.authfail_limit = parse_num::<u32>(e).ok_or_else(|| bad(e, "a number"))?,
+                "authfaillimit" => {
+                    self.authfail_limit = parse_num::<u32>(e).ok_or_else(|| bad(e, "a number"))?
+                }
                 "authfailwindow" => {
-                    self.authfail_window = Duration::from_secs(parse_num::<u64>(e).ok_or_else(|| bad(e, "seconds"))?)
+                    self.authfail_window =
+                        Duration::from_secs(parse_num::<u64>(e).ok_or_else(|| bad(e, "seconds"))?)
                 }
                 "authfailblock" => {
-                    self.authfail_block = Duration::from_secs(parse_num::<u64>(e).ok_or_else(|| bad(e, "seconds"))?)
+                    self.authfail_block =
+                        Duration::from_secs(parse_num::<u64>(e).ok_or_else(|| bad(e, "seconds"))?)
                 }
                 // Other TLS options, realm, etc.: accepted and unused.
                 _ => {}
@@ -211,13 +224,18 @@ impl ManagerConfig {
                 "acl" => {
                     return Err(ConfigError::at(
                         e,
-                        format!("named ACL '{}' is not supported; use permit=/deny= lines", e.value.trim()),
+                        format!(
+                            "named ACL '{}' is not supported; use permit=/deny= lines",
+                            e.value.trim()
+                        ),
                     ))
                 }
                 "displayconnects" => u.displayconnects = is_true(&e.value),
                 "allowmultiplelogin" => u.allowmultiplelogin = is_true(&e.value),
                 "writetimeout" => {
-                    let ms = parse_num::<u64>(e).filter(|n| *n >= 100).ok_or_else(|| bad(e, "milliseconds >= 100"))?;
+                    let ms = parse_num::<u64>(e)
+                        .filter(|n| *n >= 100)
+                        .ok_or_else(|| bad(e, "milliseconds >= 100"))?;
                     u.writetimeout = Duration::from_millis(ms);
                 }
                 "setvar" => {
@@ -237,11 +255,15 @@ impl ManagerConfig {
 
     /// Look a user up by name (case-insensitive, as Asterisk does).
     pub fn user(&self, name: &str) -> Option<&AmiUser> {
-        self.users.iter().find(|u| u.username.eq_ignore_ascii_case(name))
+        self.users
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(name))
     }
 
     pub fn is_event_disabled(&self, name: &str) -> bool {
-        self.disabledevents.iter().any(|d| d.eq_ignore_ascii_case(name))
+        self.disabledevents
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(name))
     }
 }
 
@@ -250,16 +272,31 @@ fn parse_num<T: std::str::FromStr>(e: &Entry) -> Option<T> {
 }
 
 fn bad(e: &Entry, expected: &str) -> ConfigError {
-    ConfigError::at(e, format!("invalid value '{}' for '{}': expected {}", e.value.trim(), e.key, expected))
+    ConfigError::at(
+        e,
+        format!(
+            "invalid value '{}' for '{}': expected {}",
+            e.value.trim(),
+            e.key,
+            expected
+        ),
+    )
 }
 
 fn split_list(v: &str) -> Vec<String> {
-    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn parse_bind_addr(v: &str) -> Option<IpAddr> {
     let v = v.trim();
-    let v = v.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(v);
+    let v = v
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(v);
     v.parse().ok()
 }
 
@@ -291,13 +328,20 @@ impl AclRule {
             Some((a, m)) => (a.trim(), Some(m.trim())),
             None => (v, None),
         };
-        let addr_s = addr_s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(addr_s);
-        let addr: IpAddr = addr_s.parse().map_err(|_| format!("'{value}' is not an address[/mask]"))?;
+        let addr_s = addr_s
+            .strip_prefix('[')
+            .and_then(|x| x.strip_suffix(']'))
+            .unwrap_or(addr_s);
+        let addr: IpAddr = addr_s
+            .parse()
+            .map_err(|_| format!("'{value}' is not an address[/mask]"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match mask_s {
             None => max,
             Some(m) if m.bytes().all(|b| b.is_ascii_digit()) && !m.is_empty() => {
-                let p: u8 = m.parse().map_err(|_| format!("bad prefix length in '{value}'"))?;
+                let p: u8 = m
+                    .parse()
+                    .map_err(|_| format!("bad prefix length in '{value}'"))?;
                 if p > max {
                     return Err(format!("prefix length {p} too long in '{value}'"));
                 }
@@ -316,17 +360,30 @@ impl AclRule {
                 p as u8
             }
         };
-        Ok(AclRule { permit, negate, addr, prefix })
+        Ok(AclRule {
+            permit,
+            negate,
+            addr,
+            prefix,
+        })
     }
 
     fn matches(&self, ip: IpAddr) -> bool {
         let hit = match (canonical(self.addr), canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix.min(32)) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix.min(32))
+                };
                 u32::from(net) & m == u32::from(a) & m
             }
             (IpAddr::V6(net), IpAddr::V6(a)) => {
-                let m = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix.min(128)) };
+                let m = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix.min(128))
+                };
                 u128::from(net) & m == u128::from(a) & m
             }
             _ => return false,
@@ -427,7 +484,12 @@ impl EventFilter {
         if pat.is_empty() {
             return Err("legacy event filter with no pattern".into());
         }
-        Ok(EventFilter { exclude, name: None, header: None, method: MatchMethod::Regex(compile_filter_regex(pat)?) })
+        Ok(EventFilter {
+            exclude,
+            name: None,
+            header: None,
+            method: MatchMethod::Regex(compile_filter_regex(pat)?),
+        })
     }
 
     /// Parse from a manager.conf key (`eventfilter` or `eventfilter(...)`) and its value.
@@ -483,7 +545,9 @@ impl EventFilter {
             }
         }
         if !found {
-            return Err(format!("'{key}': no action, name, header, or method option found"));
+            return Err(format!(
+                "'{key}': no action, name, header, or method option found"
+            ));
         }
         let method = match method_name.as_deref().unwrap_or("none") {
             "none" => MatchMethod::None,
@@ -496,15 +560,24 @@ impl EventFilter {
         };
         let is_none = matches!(method, MatchMethod::None);
         if pattern.is_empty() && !is_none {
-            return Err(format!("'{key}': a method other than 'none' needs a filter pattern"));
+            return Err(format!(
+                "'{key}': a method other than 'none' needs a filter pattern"
+            ));
         }
         if !pattern.is_empty() && is_none {
-            return Err(format!("'{key}': method 'none' (the default) cannot have a filter pattern"));
+            return Err(format!(
+                "'{key}': method 'none' (the default) cannot have a filter pattern"
+            ));
         }
         if is_none && name.is_none() && header.is_none() {
             return Err(format!("'{key}': no name or header and no filter pattern"));
         }
-        Ok(EventFilter { exclude, name, header, method })
+        Ok(EventFilter {
+            exclude,
+            name,
+            header,
+            method,
+        })
     }
 
     /// Does this filter match the event? `fields` are the event's headers; `text` gives the
@@ -574,16 +647,25 @@ impl EventFilters {
 
     /// Whether any filter needs the full event text.
     pub fn needs_text(&self) -> bool {
-        self.include.iter().chain(&self.exclude).any(|f| f.header.is_none() && !matches!(f.method, MatchMethod::None))
+        self.include
+            .iter()
+            .chain(&self.exclude)
+            .any(|f| f.header.is_none() && !matches!(f.method, MatchMethod::None))
     }
 
     /// Apply the filters. `text` is called (at most once) only if a filter needs the full text.
-    pub fn allows<'a>(&self, name: &str, fields: &[Header], text: &'a dyn Fn() -> Cow<'a, str>) -> bool {
+    pub fn allows<'a>(
+        &self,
+        name: &str,
+        fields: &[Header],
+        text: &'a dyn Fn() -> Cow<'a, str>,
+    ) -> bool {
         if self.is_empty() {
             return true;
         }
         let lazy = LazyText::new(text);
-        if !self.include.is_empty() && !self.include.iter().any(|f| f.matches(name, fields, &lazy)) {
+        if !self.include.is_empty() && !self.include.iter().any(|f| f.matches(name, fields, &lazy))
+        {
             return false;
         }
         !self.exclude.iter().any(|f| f.matches(name, fields, &lazy))
@@ -598,7 +680,10 @@ pub struct LazyText<'a> {
 
 impl<'a> LazyText<'a> {
     pub fn new(make: &'a dyn Fn() -> Cow<'a, str>) -> LazyText<'a> {
-        LazyText { cell: OnceCell::new(), make }
+        LazyText {
+            cell: OnceCell::new(),
+            make,
+        }
     }
     pub fn get(&self) -> &str {
         self.cell.get_or_init(|| (self.make)())
@@ -625,14 +710,21 @@ mod tests {
             name: name.into(),
             is_template: false,
             templates: vec![],
-            entries: entries.iter().enumerate().map(|(i, (k, v))| entry(k, v, i + 2)).collect(),
+            entries: entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v))| entry(k, v, i + 2))
+                .collect(),
             file: PathBuf::from("manager.conf"),
             line: 1,
         }
     }
 
     fn conf(sections: Vec<Section>) -> ConfFile {
-        ConfFile { path: PathBuf::from("manager.conf"), sections }
+        ConfFile {
+            path: PathBuf::from("manager.conf"),
+            sections,
+        }
     }
 
     #[test]
@@ -689,14 +781,20 @@ mod tests {
 
     #[test]
     fn bad_values_name_file_and_line() {
-        let c = conf(vec![section("general", &[("enabled", "yes"), ("port", "notaport")])]);
+        let c = conf(vec![section(
+            "general",
+            &[("enabled", "yes"), ("port", "notaport")],
+        )]);
         let e = ManagerConfig::from_conf(&c).unwrap_err();
         assert_eq!(e.line, 3);
         assert!(e.to_string().starts_with("manager.conf:3:"), "{e}");
         let c = conf(vec![section("u", &[("permit", "999.1.1.1")])]);
         assert!(ManagerConfig::from_conf(&c).is_err());
         let c = conf(vec![section("u", &[("acl", "named")])]);
-        assert!(ManagerConfig::from_conf(&c).unwrap_err().message.contains("named ACL"));
+        assert!(ManagerConfig::from_conf(&c)
+            .unwrap_err()
+            .message
+            .contains("named ACL"));
         let c = conf(vec![section("u", &[("eventfilter", "([")])]);
         assert!(ManagerConfig::from_conf(&c).is_err());
     }
@@ -719,28 +817,47 @@ mod tests {
         let mut acl = Acl::default();
         assert!(acl.allows(ip("1.2.3.4")));
         acl.rules.push(AclRule::parse("0.0.0.0/0", false).unwrap());
-        acl.rules.push(AclRule::parse("192.168.1.0/24", true).unwrap());
+        acl.rules
+            .push(AclRule::parse("192.168.1.0/24", true).unwrap());
         assert!(acl.allows(ip("192.168.1.77")));
         assert!(!acl.allows(ip("192.168.2.1")));
-        assert!(acl.allows(ip("::ffff:192.168.1.5")), "v4-mapped compares as v4");
-        assert!(acl.allows(ip("2001:db8::1")), "no v6 rule matches -> allowed");
+        assert!(
+            acl.allows(ip("::ffff:192.168.1.5")),
+            "v4-mapped compares as v4"
+        );
+        assert!(
+            acl.allows(ip("2001:db8::1")),
+            "no v6 rule matches -> allowed"
+        );
         acl.rules.push(AclRule::parse("::/0", false).unwrap());
         assert!(!acl.allows(ip("2001:db8::1")));
-        acl.rules.push(AclRule::parse("[2001:db8::]/32", true).unwrap());
+        acl.rules
+            .push(AclRule::parse("[2001:db8::]/32", true).unwrap());
         assert!(acl.allows(ip("2001:db8::1")));
 
-        let neg = Acl { rules: vec![AclRule::parse("!10.0.0.0/8", false).unwrap()] };
+        let neg = Acl {
+            rules: vec![AclRule::parse("!10.0.0.0/8", false).unwrap()],
+        };
         assert!(neg.allows(ip("10.1.1.1")));
         assert!(!neg.allows(ip("11.1.1.1")));
 
-        assert_eq!(AclRule::parse("10.0.0.0/255.0.0.0", true).unwrap().prefix, 8);
+        assert_eq!(
+            AclRule::parse("10.0.0.0/255.0.0.0", true).unwrap().prefix,
+            8
+        );
         assert!(AclRule::parse("10.0.0.0/255.0.255.0", true).is_err());
         assert!(AclRule::parse("10.0.0.0/33", true).is_err());
         assert!(AclRule::parse("::1/255.0.0.0", true).is_err());
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Vec<Header> {
-        pairs.iter().map(|(k, v)| Header { name: k.to_string(), value: v.to_string() }).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| Header {
+                name: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
     }
 
     fn text_of(name: &str, f: &[Header]) -> String {
@@ -769,7 +886,11 @@ mod tests {
         fs.add(EventFilter::legacy("Event: Newchannel.*Channel: PJSIP/").unwrap());
         let nc = fields(&[("Channel", "PJSIP/alice-1")]);
         assert!(allows(&fs, "Newchannel", &nc), "dot spans lines");
-        assert!(!allows(&fs, "Newchannel", &fields(&[("Channel", "Local/x")])));
+        assert!(!allows(
+            &fs,
+            "Newchannel",
+            &fields(&[("Channel", "Local/x")])
+        ));
         assert!(!allows(&fs, "Hangup", &nc));
 
         let mut ex = EventFilters::default();
@@ -784,17 +905,39 @@ mod tests {
         let mut fs = EventFilters::default();
         fs.add(EventFilter::parse("eventfilter(action(include),name(Newchannel))", "").unwrap());
         fs.add(EventFilter::parse("eventfilter(action(include),name(Hangup))", "").unwrap());
-        fs.add(EventFilter::parse("eventfilter(action(exclude),header(Channel),method(starts_with))", "Local/").unwrap());
-        assert!(allows(&fs, "Newchannel", &fields(&[("Channel", "PJSIP/a")])));
-        assert!(!allows(&fs, "Newchannel", &fields(&[("Channel", "Local/a;1")])));
+        fs.add(
+            EventFilter::parse(
+                "eventfilter(action(exclude),header(Channel),method(starts_with))",
+                "Local/",
+            )
+            .unwrap(),
+        );
+        assert!(allows(
+            &fs,
+            "Newchannel",
+            &fields(&[("Channel", "PJSIP/a")])
+        ));
+        assert!(!allows(
+            &fs,
+            "Newchannel",
+            &fields(&[("Channel", "Local/a;1")])
+        ));
         assert!(!allows(&fs, "Newstate", &fields(&[("Channel", "PJSIP/a")])));
         assert!(allows(&fs, "Hangup", &fields(&[])));
 
-        let f = EventFilter::parse("eventfilter(header(Channel),method(regex))", "(PJ)?SIP/(james|jim)-").unwrap();
+        let f = EventFilter::parse(
+            "eventfilter(header(Channel),method(regex))",
+            "(PJ)?SIP/(james|jim)-",
+        )
+        .unwrap();
         assert!(m(&f, "X", &fields(&[("Channel", "PJSIP/jim-0001")])));
         assert!(!m(&f, "X", &fields(&[("Uniqueid", "PJSIP/jim-0001")])));
 
-        let f = EventFilter::parse("eventfilter(name(Hangup), header(Cause:), method(exact))", "16").unwrap();
+        let f = EventFilter::parse(
+            "eventfilter(name(Hangup), header(Cause:), method(exact))",
+            "16",
+        )
+        .unwrap();
         assert!(m(&f, "Hangup", &fields(&[("cause", "16")])));
         assert!(!m(&f, "Hangup", &fields(&[("cause", "17")])));
         assert!(!m(&f, "hangup", &fields(&[("cause", "16")])));
@@ -804,7 +947,9 @@ mod tests {
             ("contains", "ice", "alice-1", "bob-1"),
             ("exact", "x", "x", "xx"),
         ] {
-            let f = EventFilter::parse(&format!("eventfilter(header(Channel),method({meth}))"), pat).unwrap();
+            let f =
+                EventFilter::parse(&format!("eventfilter(header(Channel),method({meth}))"), pat)
+                    .unwrap();
             assert!(m(&f, "E", &fields(&[("Channel", yes)])), "{meth}");
             assert!(!m(&f, "E", &fields(&[("Channel", no)])), "{meth}");
         }
@@ -815,7 +960,14 @@ mod tests {
         assert!(f.matches("Hangup", &[], &LazyText::new(&t)));
 
         // "!" on the value also excludes.
-        assert!(EventFilter::parse("eventfilter(header(Channel),method(starts_with))", "!Local/").unwrap().exclude);
+        assert!(
+            EventFilter::parse(
+                "eventfilter(header(Channel),method(starts_with))",
+                "!Local/"
+            )
+            .unwrap()
+            .exclude
+        );
     }
 
     #[test]

@@ -9,9 +9,13 @@ pub mod config;
 pub mod perm;
 pub mod session;
 
-pub use codec::{AmiEvent, Decoder, EventBuilder, FrameError, Header, Message, MessageBuilder, AMI_VERSION, BANNER};
+pub use codec::{
+    AmiEvent, Decoder, EventBuilder, FrameError, Header, Message, MessageBuilder, AMI_VERSION,
+    BANNER,
+};
 pub use config::{Acl, AclRule, AmiUser, EventFilter, EventFilters, ManagerConfig};
 pub use perm::Perm;
 pub use session::{
-    AcceptError, ActionRequest, ActionTable, AmiShared, BootInfo, Now, SecurityEvent, Session, SessionOutput,
+    AcceptError, ActionRequest, ActionTable, AmiShared, BootInfo, Now, SecurityEvent, Session,
+    SessionOutput,
 };

@@ -83,7 +83,10 @@ impl Perm {
         let mut p = Perm::NONE;
         for tok in list.split(',') {
             let tok = tok.trim();
-            if let Some((bit, _)) = Perm::NAMED.iter().find(|(_, n)| n.eq_ignore_ascii_case(tok)) {
+            if let Some((bit, _)) = Perm::NAMED
+                .iter()
+                .find(|(_, n)| n.eq_ignore_ascii_case(tok))
+            {
                 p = p.union(*bit);
             }
         }
@@ -152,7 +155,10 @@ impl fmt::Display for Perm {
 
 /// `ast_false`: no/false/n/f/0/off.
 pub fn is_false(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "no" | "false" | "n" | "f" | "0" | "off")
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "no" | "false" | "n" | "f" | "0" | "off"
+    )
 }
 
 #[cfg(test)]
@@ -184,7 +190,10 @@ mod tests {
         assert_eq!(Perm::parse_event_mask("off"), Some(Perm::NONE));
         assert_eq!(Perm::parse_event_mask("0"), Some(Perm::NONE));
         assert_eq!(Perm::parse_event_mask("3"), Some(Perm::SYSTEM | Perm::CALL));
-        assert_eq!(Perm::parse_event_mask("call,agi"), Some(Perm::CALL | Perm::AGI));
+        assert_eq!(
+            Perm::parse_event_mask("call,agi"),
+            Some(Perm::CALL | Perm::AGI)
+        );
         assert_eq!(Perm::parse_event_mask(""), None);
         assert_eq!(Perm::parse_event_mask("99999999999999"), Some(Perm::ALL));
     }
@@ -192,7 +201,10 @@ mod tests {
     #[test]
     fn privilege_strings() {
         assert_eq!(Perm::CALL.privilege_string(), "call,all");
-        assert_eq!((Perm::SYSTEM | Perm::REPORTING).privilege_string(), "system,reporting,all");
+        assert_eq!(
+            (Perm::SYSTEM | Perm::REPORTING).privilege_string(),
+            "system,reporting,all"
+        );
         assert_eq!(Perm::NONE.privilege_string(), "<none>");
         assert!(Perm::ALL.privilege_string().starts_with("system,call,log"));
         assert!(Perm::ALL.privilege_string().ends_with("message,all"));

@@ -30,7 +30,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::codec::{
-    self, format_timestamp, AmiEvent, Decoder, FrameError, Header, Limits, Message, MessageBuilder, BANNER,
+    self, format_timestamp, AmiEvent, Decoder, FrameError, Header, Limits, Message, MessageBuilder,
+    BANNER,
 };
 use super::config::{EventFilter, EventFilters, ManagerConfig};
 use super::perm::Perm;
@@ -48,21 +49,28 @@ pub struct Now {
 
 impl Now {
     pub fn new(instant: Instant, since_epoch: Duration) -> Now {
-        Now { instant, since_epoch }
+        Now {
+            instant,
+            since_epoch,
+        }
     }
 
     /// Read both clocks. For the I/O shell only; protocol code is always told the time.
     pub fn system() -> Now {
         Now {
             instant: Instant::now(),
-            since_epoch: SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default(),
+            since_epoch: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
         }
     }
 }
 
 /// The text Asterisk answers for an action nobody registered.
 pub fn unknown_command_text(action: &str) -> String {
-    format!("Invalid/unknown command: {action}. Use Action: ListCommands to show available commands.")
+    format!(
+        "Invalid/unknown command: {action}. Use Action: ListCommands to show available commands."
+    )
 }
 
 /// `Response: Error` for an unknown action, ready to send.
@@ -87,8 +95,16 @@ pub struct ActionInfo {
 pub const BUILTIN_ACTIONS: [(&str, Perm, &str); 7] = [
     ("Challenge", Perm::NONE, "Generate Challenge for MD5 Auth."),
     ("Events", Perm::NONE, "Control Event Flow."),
-    ("Filter", Perm::SYSTEM, "Dynamically add filters for the current manager session."),
-    ("ListCommands", Perm::NONE, "List available manager commands."),
+    (
+        "Filter",
+        Perm::SYSTEM,
+        "Dynamically add filters for the current manager session.",
+    ),
+    (
+        "ListCommands",
+        Perm::NONE,
+        "List available manager commands.",
+    ),
     ("Login", Perm::NONE, "Login Manager."),
     ("Logoff", Perm::NONE, "Logoff Manager."),
     ("Ping", Perm::NONE, "Keepalive command."),
@@ -148,7 +164,10 @@ pub fn asterisk_authority(action: &str) -> Option<Perm> {
         ("MixMonitor", sys_call),
         ("StopMixMonitor", sys_call),
     ];
-    table.iter().find(|(n, _)| n.eq_ignore_ascii_case(action)).map(|(_, p)| *p)
+    table
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(action))
+        .map(|(_, p)| *p)
 }
 
 /// The actions the PBX layer implements (the built-in session actions are not listed here).
@@ -166,7 +185,11 @@ impl ActionTable {
     pub fn register(&mut self, name: &str, authority: Perm, synopsis: &str) {
         self.map.insert(
             name.to_ascii_lowercase(),
-            ActionInfo { name: name.to_string(), authority, synopsis: synopsis.to_string() },
+            ActionInfo {
+                name: name.to_string(),
+                authority,
+                synopsis: synopsis.to_string(),
+            },
         );
     }
 
@@ -279,21 +302,41 @@ impl AmiShared {
 
     /// How many sessions are logged in as `username`.
     pub fn login_count(&self, username: &str) -> usize {
-        self.state.lock().logins.get(&username.to_ascii_lowercase()).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .logins
+            .get(&username.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Whether `ip` is currently blocked for failed logins.
     pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.state.lock().failures.get(&ip).and_then(|r| r.blocked_until).is_some_and(|t| t > now)
+        self.state
+            .lock()
+            .failures
+            .get(&ip)
+            .and_then(|r| r.blocked_until)
+            .is_some_and(|t| t > now)
     }
 
     /// Start a session for a new connection. The first output is the banner.
-    pub fn accept(self: &Arc<Self>, peer: SocketAddr, now: Now, rng_seed: u64) -> Result<Session, AcceptError> {
+    pub fn accept(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        now: Now,
+        rng_seed: u64,
+    ) -> Result<Session, AcceptError> {
         let cfg = self.config();
         {
             let mut st = self.state.lock();
             let ip = peer.ip();
-            if st.failures.get(&ip).and_then(|r| r.blocked_until).is_some_and(|t| t > now.instant) {
+            if st
+                .failures
+                .get(&ip)
+                .and_then(|r| r.blocked_until)
+                .is_some_and(|t| t > now.instant)
+            {
                 return Err(AcceptError::Blocked(ip));
             }
             if st.unauthenticated >= cfg.authlimit {
@@ -312,10 +355,15 @@ impl AmiShared {
         if st.failures.len() > 4096 {
             let keep = cfg.authfail_window.max(cfg.authfail_block);
             st.failures.retain(|_, r| {
-                r.blocked_until.is_some_and(|t| t > now) || now.saturating_duration_since(r.window_start) <= keep
+                r.blocked_until.is_some_and(|t| t > now)
+                    || now.saturating_duration_since(r.window_start) <= keep
             });
         }
-        let rec = st.failures.entry(ip).or_insert(FailRecord { window_start: now, count: 0, blocked_until: None });
+        let rec = st.failures.entry(ip).or_insert(FailRecord {
+            window_start: now,
+            count: 0,
+            blocked_until: None,
+        });
         if now.saturating_duration_since(rec.window_start) > cfg.authfail_window {
             rec.window_start = now;
             rec.count = 0;
@@ -353,20 +401,40 @@ pub enum SessionOutput {
 /// Authentication and access notices (Asterisk's security events, by name).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecurityEvent {
-    SuccessfulAuth { username: String },
-    InvalidAccountId { username: String },
-    FailedAcl { username: String },
-    InvalidPassword { username: String },
-    ChallengeResponseFailed { username: String },
+    SuccessfulAuth {
+        username: String,
+    },
+    InvalidAccountId {
+        username: String,
+    },
+    FailedAcl {
+        username: String,
+    },
+    InvalidPassword {
+        username: String,
+    },
+    ChallengeResponseFailed {
+        username: String,
+    },
     /// A login from an IP that is blocked for failed logins.
-    Blocked { username: String },
+    Blocked {
+        username: String,
+    },
     /// A second login for a user with `allowmultiplelogin=no`.
-    SessionLimit { username: String },
-    RequestNotAllowed { action: String },
-    RequestBadFormat { action: String },
+    SessionLimit {
+        username: String,
+    },
+    RequestNotAllowed {
+        action: String,
+    },
+    RequestBadFormat {
+        action: String,
+    },
     /// The connection did not log in within `authtimeout`.
     AuthTimeout,
-    Logoff { username: String },
+    Logoff {
+        username: String,
+    },
 }
 
 /// A parsed, authorised action for the PBX layer.
@@ -444,10 +512,15 @@ struct LoggedIn {
 #[derive(Debug, Clone)]
 enum State {
     /// Waiting for a login until the deadline.
-    Unauthenticated { deadline: Instant },
+    Unauthenticated {
+        deadline: Instant,
+    },
     Authenticated,
     /// A delayed error reply, then close (failed login).
-    ClosingAt { at: Instant, reply: Bytes },
+    ClosingAt {
+        at: Instant,
+        reply: Bytes,
+    },
     Closed,
 }
 
@@ -479,13 +552,21 @@ pub struct Session {
 }
 
 impl Session {
-    fn start(shared: Arc<AmiShared>, cfg: &ManagerConfig, peer: SocketAddr, now: Now, seed: u64) -> Session {
+    fn start(
+        shared: Arc<AmiShared>,
+        cfg: &ManagerConfig,
+        peer: SocketAddr,
+        now: Now,
+        seed: u64,
+    ) -> Session {
         let mut s = Session {
             shared,
             peer,
             decoder: Decoder::new(Limits::default()),
             out: VecDeque::new(),
-            state: State::Unauthenticated { deadline: now.instant + cfg.authtimeout },
+            state: State::Unauthenticated {
+                deadline: now.instant + cfg.authtimeout,
+            },
             challenge: None,
             rng: StdRng::seed_from_u64(seed),
             user: None,
@@ -496,7 +577,8 @@ impl Session {
             brokeneventsaction: cfg.brokeneventsaction,
             stats: SessionStats::default(),
         };
-        s.out.push_back(SessionOutput::Send(Bytes::from_static(BANNER.as_bytes())));
+        s.out
+            .push_back(SessionOutput::Send(Bytes::from_static(BANNER.as_bytes())));
         s
     }
 
@@ -531,12 +613,17 @@ impl Session {
 
     /// Whether the shell should log connects/disconnects for this session.
     pub fn display_connects(&self) -> bool {
-        self.user.as_ref().map_or_else(|| self.shared.config().displayconnects, |u| u.displayconnects)
+        self.user.as_ref().map_or_else(
+            || self.shared.config().displayconnects,
+            |u| u.displayconnects,
+        )
     }
 
     /// How long a write may block before the shell gives up on this client.
     pub fn write_timeout(&self) -> Duration {
-        self.user.as_ref().map_or(Duration::from_millis(100), |u| u.writetimeout)
+        self.user
+            .as_ref()
+            .map_or(Duration::from_millis(100), |u| u.writetimeout)
     }
 
     pub fn stats(&self) -> SessionStats {
@@ -561,7 +648,8 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Now) {
         match &self.state {
             State::Unauthenticated { deadline } if now.instant >= *deadline => {
-                self.out.push_back(SessionOutput::Security(SecurityEvent::AuthTimeout));
+                self.out
+                    .push_back(SessionOutput::Security(SecurityEvent::AuthTimeout));
                 self.close();
             }
             State::ClosingAt { at, reply } if now.instant >= *at => {
@@ -581,7 +669,9 @@ impl Session {
         }
         self.decoder.push(data);
         while !self.is_closed() {
-            let Some(next) = self.decoder.next_message() else { break };
+            let Some(next) = self.decoder.next_message() else {
+                break;
+            };
             self.stats.messages_in += 1;
             match next {
                 Ok(msg) => self.process(now, msg),
@@ -622,7 +712,8 @@ impl Session {
         }
         let text = || {
             let mut b = MessageBuilder::new();
-            b.header("Event", name).header("Privilege", &class.privilege_string());
+            b.header("Event", name)
+                .header("Privilege", &class.privilege_string());
             for h in fields {
                 b.header(&h.name, &h.value);
             }
@@ -639,7 +730,9 @@ impl Session {
         text: &'a dyn Fn() -> std::borrow::Cow<'a, str>,
     ) -> bool {
         let Some(u) = &self.user else { return false };
-        u.read.contains(class) && self.send_events.contains(class) && self.filters.allows(name, fields, text)
+        u.read.contains(class)
+            && self.send_events.contains(class)
+            && self.filters.allows(name, fields, text)
     }
 
     fn close(&mut self) {
@@ -679,7 +772,10 @@ impl Session {
     }
 
     fn close_after_delay(&mut self, now: Now, reply: Bytes) {
-        self.state = State::ClosingAt { at: now.instant + AUTH_FAILURE_DELAY, reply };
+        self.state = State::ClosingAt {
+            at: now.instant + AUTH_FAILURE_DELAY,
+            reply,
+        };
     }
 
     fn frame_error(&mut self, e: FrameError) {
@@ -689,23 +785,35 @@ impl Session {
 
     fn process(&mut self, now: Now, msg: Message) {
         let Some(action) = msg.action().map(str::to_string) else {
-            self.security(SecurityEvent::RequestBadFormat { action: "NONE".into() });
+            self.security(SecurityEvent::RequestBadFormat {
+                action: "NONE".into(),
+            });
             self.reply(codec::error(msg.action_id(), "Missing action in request"));
             return;
         };
         let lower = action.to_ascii_lowercase();
         let pre_auth = matches!(lower.as_str(), "login" | "logoff" | "challenge");
         if self.user.is_none() && !pre_auth {
-            self.security(SecurityEvent::RequestNotAllowed { action: action.clone() });
+            self.security(SecurityEvent::RequestNotAllowed {
+                action: action.clone(),
+            });
             self.reply(codec::error(msg.action_id(), "Permission denied"));
             return;
         }
-        if self.user.is_none() && (lower == "login" || lower == "challenge") && self.refuse_duplicate_login(now, &msg) {
+        if self.user.is_none()
+            && (lower == "login" || lower == "challenge")
+            && self.refuse_duplicate_login(now, &msg)
+        {
             return;
         }
-        if let Some((_, authority, _)) = BUILTIN_ACTIONS.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(&action)) {
+        if let Some((_, authority, _)) = BUILTIN_ACTIONS
+            .iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(&action))
+        {
             if !authority.is_empty() && !self.write_perm().intersects(*authority) {
-                self.security(SecurityEvent::RequestNotAllowed { action: action.clone() });
+                self.security(SecurityEvent::RequestNotAllowed {
+                    action: action.clone(),
+                });
                 self.reply(codec::error(msg.action_id(), "Permission denied"));
                 return;
             }
@@ -722,13 +830,17 @@ impl Session {
         }
         let table = self.shared.actions();
         let Some(info) = table.get(&action) else {
-            self.security(SecurityEvent::RequestBadFormat { action: action.clone() });
+            self.security(SecurityEvent::RequestBadFormat {
+                action: action.clone(),
+            });
             self.reply(unknown_command_error(msg.action_id(), &action));
             return;
         };
         let Some(user) = &self.user else { return };
         if !info.authority.is_empty() && !user.write.intersects(info.authority) {
-            self.security(SecurityEvent::RequestNotAllowed { action: action.clone() });
+            self.security(SecurityEvent::RequestNotAllowed {
+                action: action.clone(),
+            });
             self.reply(codec::error(msg.action_id(), "Permission denied"));
             return;
         }
@@ -746,14 +858,18 @@ impl Session {
 
     /// `allowmultiplelogin=no` and the user is already logged in elsewhere: wait, refuse, close.
     fn refuse_duplicate_login(&mut self, now: Now, msg: &Message) -> bool {
-        let Some(username) = msg.get("Username").filter(|u| !u.is_empty()) else { return false };
+        let Some(username) = msg.get("Username").filter(|u| !u.is_empty()) else {
+            return false;
+        };
         if self.shared.login_count(username) == 0 {
             return false;
         }
         let cfg = self.shared.config();
         match cfg.user(username) {
             Some(u) if !u.allowmultiplelogin => {
-                self.security(SecurityEvent::SessionLimit { username: username.to_string() });
+                self.security(SecurityEvent::SessionLimit {
+                    username: username.to_string(),
+                });
                 self.close_after_delay(now, codec::error(msg.action_id(), "Login Already In Use"));
                 true
             }
@@ -770,7 +886,9 @@ impl Session {
         let username = msg.get("Username").unwrap_or("").to_string();
         let ip = self.peer.ip();
         let failure = if self.shared.is_blocked(ip, now.instant) {
-            Some(SecurityEvent::Blocked { username: username.clone() })
+            Some(SecurityEvent::Blocked {
+                username: username.clone(),
+            })
         } else {
             self.authenticate(&cfg, &username, msg)
         };
@@ -780,7 +898,9 @@ impl Session {
             self.close_after_delay(now, codec::error(msg.action_id(), "Authentication failed"));
             return;
         }
-        let Some(user) = cfg.user(&username) else { return };
+        let Some(user) = cfg.user(&username) else {
+            return;
+        };
         let logged = LoggedIn {
             username: user.username.clone(),
             read: user.read,
@@ -805,15 +925,23 @@ impl Session {
         }
         self.shared.record_success(ip);
         self.state = State::Authenticated;
-        self.security(SecurityEvent::SuccessfulAuth { username: logged.username.clone() });
+        self.security(SecurityEvent::SuccessfulAuth {
+            username: logged.username.clone(),
+        });
         let read = logged.read;
         self.user = Some(logged);
         self.reply(codec::success(msg.action_id(), "Authentication accepted"));
         let boot = *self.shared.boot.lock();
         if let Some(boot) = boot {
             if self.send_events.contains(Perm::SYSTEM) && read.contains(Perm::SYSTEM) {
-                let uptime = now.instant.saturating_duration_since(boot.started).as_secs();
-                let reload = now.instant.saturating_duration_since(boot.last_reload).as_secs();
+                let uptime = now
+                    .instant
+                    .saturating_duration_since(boot.started)
+                    .as_secs();
+                let reload = now
+                    .instant
+                    .saturating_duration_since(boot.last_reload)
+                    .as_secs();
                 let mut b = MessageBuilder::new();
                 b.header("Event", "FullyBooted")
                     .header("Privilege", &Perm::SYSTEM.privilege_string())
@@ -826,7 +954,12 @@ impl Session {
     }
 
     /// `None` when the credentials are good, else the reason.
-    fn authenticate(&self, cfg: &ManagerConfig, username: &str, msg: &Message) -> Option<SecurityEvent> {
+    fn authenticate(
+        &self,
+        cfg: &ManagerConfig,
+        username: &str,
+        msg: &Message,
+    ) -> Option<SecurityEvent> {
         let name = || username.to_string();
         if username.is_empty() {
             return Some(SecurityEvent::InvalidAccountId { username: name() });
@@ -837,7 +970,10 @@ impl Session {
         if !user.acl.allows(self.peer.ip()) {
             return Some(SecurityEvent::FailedAcl { username: name() });
         }
-        if msg.get("AuthType").is_some_and(|t| t.eq_ignore_ascii_case("MD5")) {
+        if msg
+            .get("AuthType")
+            .is_some_and(|t| t.eq_ignore_ascii_case("MD5"))
+        {
             let key = msg.get("Key").unwrap_or("");
             return match (&self.challenge, &user.secret) {
                 (Some(ch), Some(secret)) if !key.is_empty() => {
@@ -861,12 +997,23 @@ impl Session {
             let username = u.username.clone();
             self.security(SecurityEvent::Logoff { username });
         }
-        self.reply(codec::response("Goodbye", msg.action_id(), None, Some("Thanks for all the fish.")).finish());
+        self.reply(
+            codec::response(
+                "Goodbye",
+                msg.action_id(),
+                None,
+                Some("Thanks for all the fish."),
+            )
+            .finish(),
+        );
         self.close();
     }
 
     fn action_challenge(&mut self, msg: &Message) {
-        if !msg.get("AuthType").is_some_and(|t| t.eq_ignore_ascii_case("MD5")) {
+        if !msg
+            .get("AuthType")
+            .is_some_and(|t| t.eq_ignore_ascii_case("MD5"))
+        {
             self.reply(codec::error(msg.action_id(), "Must specify AuthType"));
             return;
         }
@@ -882,7 +1029,8 @@ impl Session {
 
     fn action_ping(&mut self, now: Now, msg: &Message) {
         let mut b = codec::response("Success", msg.action_id(), None, None);
-        b.header("Ping", "Pong").header("Timestamp", &format_timestamp(now.since_epoch));
+        b.header("Ping", "Pong")
+            .header("Timestamp", &format_timestamp(now.since_epoch));
         self.reply(b.finish());
     }
 
@@ -926,9 +1074,15 @@ impl Session {
     fn action_listcommands(&mut self, msg: &Message) {
         let write = self.write_perm();
         let table = self.shared.actions();
-        let mut list: Vec<(String, Perm, String)> =
-            BUILTIN_ACTIONS.iter().map(|(n, a, s)| (n.to_string(), *a, s.to_string())).collect();
-        list.extend(table.iter().map(|i| (i.name.clone(), i.authority, i.synopsis.clone())));
+        let mut list: Vec<(String, Perm, String)> = BUILTIN_ACTIONS
+            .iter()
+            .map(|(n, a, s)| (n.to_string(), *a, s.to_string()))
+            .collect();
+        list.extend(
+            table
+                .iter()
+                .map(|i| (i.name.clone(), i.authority, i.synopsis.clone())),
+        );
         list.sort_by_key(|(n, _, _)| n.to_ascii_lowercase());
         let mut b = codec::response("Success", msg.action_id(), None, None);
         for (name, auth, syn) in list {
@@ -970,11 +1124,19 @@ mod tests {
     }
 
     fn shared_with(users: Vec<AmiUser>, f: impl FnOnce(&mut ManagerConfig)) -> Arc<AmiShared> {
-        let mut cfg = ManagerConfig { enabled: true, users, ..ManagerConfig::default() };
+        let mut cfg = ManagerConfig {
+            enabled: true,
+            users,
+            ..ManagerConfig::default()
+        };
         f(&mut cfg);
         let mut actions = ActionTable::new();
         assert!(actions.register_known("Originate", "Originate a call."));
-        actions.register("Status", Perm::SYSTEM | Perm::CALL | Perm::REPORTING, "List channel status.");
+        actions.register(
+            "Status",
+            Perm::SYSTEM | Perm::CALL | Perm::REPORTING,
+            "List channel status.",
+        );
         AmiShared::new(cfg, actions)
     }
 
@@ -1000,7 +1162,13 @@ mod tests {
     }
 
     fn login(s: &mut Session, now: Now, user: &str, secret: &str) -> Vec<SessionOutput> {
-        s.handle_input(now, format!("Action: Login\r\nUsername: {user}\r\nSecret: {secret}\r\nActionID: L1\r\n\r\n").as_bytes());
+        s.handle_input(
+            now,
+            format!(
+                "Action: Login\r\nUsername: {user}\r\nSecret: {secret}\r\nActionID: L1\r\n\r\n"
+            )
+            .as_bytes(),
+        );
         drain(s)
     }
 
@@ -1009,11 +1177,23 @@ mod tests {
         let sh = shared_with(vec![admin()], |_| {});
         let now = t0();
         let mut s = sh.accept(peer(), now, 1).unwrap();
-        assert_eq!(drain(&mut s), vec![SessionOutput::Send(Bytes::from_static(b"Asterisk Call Manager/13.0.0\r\n"))]);
+        assert_eq!(
+            drain(&mut s),
+            vec![SessionOutput::Send(Bytes::from_static(
+                b"Asterisk Call Manager/13.0.0\r\n"
+            ))]
+        );
         assert_eq!(sh.unauthenticated_count(), 1);
         let out = login(&mut s, now, "ADMIN", "secret");
-        assert_eq!(sent_text(&out), "Response: Success\r\nActionID: L1\r\nMessage: Authentication accepted\r\n\r\n");
-        assert!(out.contains(&SessionOutput::Security(SecurityEvent::SuccessfulAuth { username: "admin".into() })));
+        assert_eq!(
+            sent_text(&out),
+            "Response: Success\r\nActionID: L1\r\nMessage: Authentication accepted\r\n\r\n"
+        );
+        assert!(
+            out.contains(&SessionOutput::Security(SecurityEvent::SuccessfulAuth {
+                username: "admin".into()
+            }))
+        );
         assert!(s.is_authenticated());
         assert_eq!(sh.unauthenticated_count(), 0);
         assert_eq!(sh.login_count("admin"), 1);
@@ -1030,14 +1210,21 @@ mod tests {
         drain(&mut s);
         let out = login(&mut s, now, "admin", "wrong");
         assert_eq!(sent_text(&out), "", "nothing before the delay");
-        assert!(out.contains(&SessionOutput::Security(SecurityEvent::InvalidPassword { username: "admin".into() })));
+        assert!(
+            out.contains(&SessionOutput::Security(SecurityEvent::InvalidPassword {
+                username: "admin".into()
+            }))
+        );
         assert_eq!(s.poll_timeout(), Some(now.instant + AUTH_FAILURE_DELAY));
         // Input during the delay is ignored.
         s.handle_input(at(now, 0.5), b"Action: Ping\r\n\r\n");
         assert!(drain(&mut s).is_empty());
         s.handle_timeout(at(now, 1.0));
         let out = drain(&mut s);
-        assert_eq!(sent_text(&out), "Response: Error\r\nActionID: L1\r\nMessage: Authentication failed\r\n\r\n");
+        assert_eq!(
+            sent_text(&out),
+            "Response: Error\r\nActionID: L1\r\nMessage: Authentication failed\r\n\r\n"
+        );
         assert_eq!(out.last(), Some(&SessionOutput::Close));
         assert_eq!(sh.unauthenticated_count(), 0);
     }
@@ -1048,9 +1235,27 @@ mod tests {
         nosecret.secret = None;
         let sh = shared_with(vec![admin(), nosecret], |_| {});
         for (u, p, ev) in [
-            ("ghost", "x", SecurityEvent::InvalidAccountId { username: "ghost".into() }),
-            ("", "x", SecurityEvent::InvalidAccountId { username: "".into() }),
-            ("nos", "", SecurityEvent::InvalidPassword { username: "nos".into() }),
+            (
+                "ghost",
+                "x",
+                SecurityEvent::InvalidAccountId {
+                    username: "ghost".into(),
+                },
+            ),
+            (
+                "",
+                "x",
+                SecurityEvent::InvalidAccountId {
+                    username: "".into(),
+                },
+            ),
+            (
+                "nos",
+                "",
+                SecurityEvent::InvalidPassword {
+                    username: "nos".into(),
+                },
+            ),
         ] {
             let mut s = sh.accept(peer(), t0(), 1).unwrap();
             let out = login(&mut s, t0(), u, p);
@@ -1065,33 +1270,57 @@ mod tests {
         let now = t0();
         let mut s = sh.accept(peer(), now, 7).unwrap();
         drain(&mut s);
-        s.handle_input(now, b"Action: Challenge\r\nAuthType: md5\r\nActionID: c\r\n\r\n");
+        s.handle_input(
+            now,
+            b"Action: Challenge\r\nAuthType: md5\r\nActionID: c\r\n\r\n",
+        );
         let text = sent_text(&drain(&mut s));
-        assert!(text.starts_with("Response: Success\r\nActionID: c\r\nChallenge: "), "{text}");
-        let challenge = text.lines().nth(2).unwrap().trim_start_matches("Challenge: ").to_string();
+        assert!(
+            text.starts_with("Response: Success\r\nActionID: c\r\nChallenge: "),
+            "{text}"
+        );
+        let challenge = text
+            .lines()
+            .nth(2)
+            .unwrap()
+            .trim_start_matches("Challenge: ")
+            .to_string();
         assert!(challenge.parse::<u32>().is_ok());
         // Asking again gives the same challenge.
         s.handle_input(now, b"Action: Challenge\r\nAuthType: MD5\r\n\r\n");
         assert!(sent_text(&drain(&mut s)).contains(&format!("Challenge: {challenge}\r\n")));
         let key = md5_key(&challenge, "secret");
         assert_eq!(key.len(), 32);
-        s.handle_input(now, format!("Action: Login\r\nAuthType: MD5\r\nUsername: admin\r\nKey: {key}\r\n\r\n").as_bytes());
+        s.handle_input(
+            now,
+            format!("Action: Login\r\nAuthType: MD5\r\nUsername: admin\r\nKey: {key}\r\n\r\n")
+                .as_bytes(),
+        );
         assert!(sent_text(&drain(&mut s)).contains("Authentication accepted"));
 
         // Wrong key fails; no challenge at all fails.
         let mut s2 = sh.accept(peer(), now, 8).unwrap();
         s2.handle_input(now, b"Action: Challenge\r\nAuthType: MD5\r\n\r\nAction: Login\r\nAuthType: MD5\r\nUsername: admin\r\nKey: 00\r\n\r\n");
-        assert!(drain(&mut s2).contains(&SessionOutput::Security(SecurityEvent::ChallengeResponseFailed {
-            username: "admin".into()
-        })));
+        assert!(drain(&mut s2).contains(&SessionOutput::Security(
+            SecurityEvent::ChallengeResponseFailed {
+                username: "admin".into()
+            }
+        )));
         let mut s3 = sh.accept(peer(), now, 9).unwrap();
-        s3.handle_input(now, format!("Action: Login\r\nAuthType: MD5\r\nUsername: admin\r\nKey: {key}\r\n\r\n").as_bytes());
+        s3.handle_input(
+            now,
+            format!("Action: Login\r\nAuthType: MD5\r\nUsername: admin\r\nKey: {key}\r\n\r\n")
+                .as_bytes(),
+        );
         assert!(s3.is_closed());
 
         let mut s4 = sh.accept(peer(), now, 9).unwrap();
         drain(&mut s4);
         s4.handle_input(now, b"Action: Challenge\r\nActionID: z\r\n\r\n");
-        assert_eq!(sent_text(&drain(&mut s4)), "Response: Error\r\nActionID: z\r\nMessage: Must specify AuthType\r\n\r\n");
+        assert_eq!(
+            sent_text(&drain(&mut s4)),
+            "Response: Error\r\nActionID: z\r\nMessage: Must specify AuthType\r\n\r\n"
+        );
     }
 
     #[test]
@@ -1108,14 +1337,20 @@ mod tests {
         let sh = shared_with(vec![admin()], |_| {});
         let mut s = sh.accept(peer(), t0(), 1).unwrap();
         drain(&mut s);
-        s.handle_input(t0(), b"Action: Ping\r\nActionID: p\r\n\r\nAction: Originate\r\n\r\n");
+        s.handle_input(
+            t0(),
+            b"Action: Ping\r\nActionID: p\r\n\r\nAction: Originate\r\n\r\n",
+        );
         assert_eq!(
             sent_text(&drain(&mut s)),
             "Response: Error\r\nActionID: p\r\nMessage: Permission denied\r\n\r\nResponse: Error\r\nMessage: Permission denied\r\n\r\n"
         );
         s.handle_input(t0(), b"Action: Logoff\r\n\r\n");
         let out = drain(&mut s);
-        assert_eq!(sent_text(&out), "Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n\r\n");
+        assert_eq!(
+            sent_text(&out),
+            "Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n\r\n"
+        );
         assert_eq!(out.last(), Some(&SessionOutput::Close));
         assert_eq!(sh.unauthenticated_count(), 0);
     }
@@ -1126,7 +1361,10 @@ mod tests {
         let mut s = sh.accept(peer(), t0(), 1).unwrap();
         drain(&mut s);
         s.handle_input(t0(), b"ActionID: 5\r\n\r\n");
-        assert_eq!(sent_text(&drain(&mut s)), "Response: Error\r\nActionID: 5\r\nMessage: Missing action in request\r\n\r\n");
+        assert_eq!(
+            sent_text(&drain(&mut s)),
+            "Response: Error\r\nActionID: 5\r\nMessage: Missing action in request\r\n\r\n"
+        );
         let mut long = b"ActionID: 6\r\nAction: ".to_vec();
         long.extend(std::iter::repeat_n(b'x', 20_000));
         long.extend_from_slice(b"\r\n\r\n");
@@ -1169,7 +1407,10 @@ mod tests {
         let now = t0();
         let mut s = sh.accept(peer(), now, 1).unwrap();
         login(&mut s, now, "mon", "pw");
-        s.handle_input(now, b"Action: originate\r\nActionID: o\r\n\r\nAction: Status\r\nActionID: st\r\n\r\n");
+        s.handle_input(
+            now,
+            b"Action: originate\r\nActionID: o\r\n\r\nAction: Status\r\nActionID: st\r\n\r\n",
+        );
         let out = drain(&mut s);
         assert!(sent_text(&out).contains("ActionID: o\r\nMessage: Permission denied"));
         let req = out
@@ -1211,17 +1452,30 @@ mod tests {
     #[test]
     fn event_delivery_read_perm_mask_and_filters() {
         let mut u = AmiUser::new("u", "p", Perm::CALL | Perm::SYSTEM, Perm::NONE);
-        u.filters.add(EventFilter::parse("eventfilter(action(exclude),header(Channel),method(starts_with))", "Local/").unwrap());
+        u.filters.add(
+            EventFilter::parse(
+                "eventfilter(action(exclude),header(Channel),method(starts_with))",
+                "Local/",
+            )
+            .unwrap(),
+        );
         let sh = shared_with(vec![u], |c| c.disabledevents = vec!["VarSet".into()]);
         let now = t0();
         let mut s = sh.accept(peer(), now, 1).unwrap();
         drain(&mut s);
-        let hangup = EventBuilder::new("Hangup", Perm::CALL).field("Channel", "PJSIP/a-1").build();
+        let hangup = EventBuilder::new("Hangup", Perm::CALL)
+            .field("Channel", "PJSIP/a-1")
+            .build();
         assert!(!s.deliver(&hangup), "not logged in");
         login(&mut s, now, "u", "p");
         assert!(s.deliver(&hangup));
-        assert_eq!(drain(&mut s), vec![SessionOutput::Send(hangup.wire.clone())]);
-        let local = EventBuilder::new("Hangup", Perm::CALL).field("Channel", "Local/1@x;1").build();
+        assert_eq!(
+            drain(&mut s),
+            vec![SessionOutput::Send(hangup.wire.clone())]
+        );
+        let local = EventBuilder::new("Hangup", Perm::CALL)
+            .field("Channel", "Local/1@x;1")
+            .build();
         assert!(!s.deliver(&local));
         let agi = EventBuilder::new("AGIExecStart", Perm::AGI).build();
         assert!(!s.deliver(&agi), "no agi read permission");
@@ -1242,11 +1496,16 @@ mod tests {
         let sh = shared_with(vec![admin()], |_| {});
         let now = t0();
         let mut s = sh.accept(peer(), now, 1).unwrap();
-        s.handle_input(now, b"Action: Login\r\nUsername: admin\r\nSecret: secret\r\nEvents: off\r\n\r\n");
+        s.handle_input(
+            now,
+            b"Action: Login\r\nUsername: admin\r\nSecret: secret\r\nEvents: off\r\n\r\n",
+        );
         drain(&mut s);
         assert!(!s.wants_event(Perm::CALL, "Hangup", &[]));
         s.handle_input(now, b"Action: Events\r\nEventMask: on\r\n\r\nAction: Filter\r\nOperation: Add\r\nFilter: Event: Hangup\r\n\r\n");
-        assert!(sent_text(&drain(&mut s)).ends_with("Response: Success\r\nMessage: Success\r\n\r\n"));
+        assert!(
+            sent_text(&drain(&mut s)).ends_with("Response: Success\r\nMessage: Success\r\n\r\n")
+        );
         assert!(s.wants_event(Perm::CALL, "Hangup", &[]));
         assert!(!s.wants_event(Perm::CALL, "Newchannel", &[]));
         s.handle_input(now, b"Action: Filter\r\nOperation: Add\r\nFilter: ([\r\n\r\nAction: Filter\r\nOperation: Del\r\n\r\n");
@@ -1259,13 +1518,19 @@ mod tests {
     fn fully_booted_on_login_with_system_read() {
         let sh = shared_with(vec![admin()], |_| {});
         let now = t0();
-        sh.set_fully_booted(BootInfo { started: now.instant, last_reload: now.instant });
+        sh.set_fully_booted(BootInfo {
+            started: now.instant,
+            last_reload: now.instant,
+        });
         let mut s = sh.accept(peer(), now, 1).unwrap();
-        let out = login(&mut s, at(now, 42.0), "admin", "secret");
+        let out = login(&mut s, at(now, 21.0), "admin", "secret");
         assert!(sent_text(&out).ends_with(
-            "Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 42\r\nLastReload: 42\r\nStatus: Fully Booted\r\n\r\n"
+            "Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 21\r\nLastReload: 21\r\nStatus: Fully Booted\r\n\r\n"
         ));
-        s.handle_input(now, b"Action: Login\r\nUsername: admin\r\nSecret: secret\r\n\r\n");
+        s.handle_input(
+            now,
+            b"Action: Login\r\nUsername: admin\r\nSecret: secret\r\n\r\n",
+        );
         assert!(sent_text(&drain(&mut s)).contains("Already authenticated"));
     }
 
@@ -1279,7 +1544,13 @@ mod tests {
         s.handle_timeout(at(now, 4.9));
         assert!(drain(&mut s).is_empty());
         s.handle_timeout(at(now, 5.0));
-        assert_eq!(drain(&mut s), vec![SessionOutput::Security(SecurityEvent::AuthTimeout), SessionOutput::Close]);
+        assert_eq!(
+            drain(&mut s),
+            vec![
+                SessionOutput::Security(SecurityEvent::AuthTimeout),
+                SessionOutput::Close
+            ]
+        );
         assert_eq!(sh.unauthenticated_count(), 0);
     }
 
@@ -1288,7 +1559,10 @@ mod tests {
         let sh = shared_with(vec![admin()], |c| c.authlimit = 2);
         let a = sh.accept(peer(), t0(), 1).unwrap();
         let mut b = sh.accept(peer(), t0(), 1).unwrap();
-        assert_eq!(sh.accept(peer(), t0(), 1).unwrap_err(), AcceptError::AuthLimit(2));
+        assert_eq!(
+            sh.accept(peer(), t0(), 1).unwrap_err(),
+            AcceptError::AuthLimit(2)
+        );
         login(&mut b, t0(), "admin", "secret");
         let c = sh.accept(peer(), t0(), 1);
         assert!(c.is_ok(), "a login frees a slot");
@@ -1308,24 +1582,40 @@ mod tests {
         let mut b = sh.accept(peer(), now, 1).unwrap();
         drain(&mut b);
         let out = login(&mut b, now, "admin", "secret");
-        assert!(out.contains(&SessionOutput::Security(SecurityEvent::SessionLimit { username: "admin".into() })));
+        assert!(
+            out.contains(&SessionOutput::Security(SecurityEvent::SessionLimit {
+                username: "admin".into()
+            }))
+        );
         b.handle_timeout(at(now, 1.0));
         assert!(sent_text(&drain(&mut b)).contains("Message: Login Already In Use"));
         drop(a);
         let mut c = sh.accept(peer(), now, 1).unwrap();
-        assert!(sent_text(&login(&mut c, now, "admin", "secret")).contains("Authentication accepted"));
+        assert!(
+            sent_text(&login(&mut c, now, "admin", "secret")).contains("Authentication accepted")
+        );
     }
 
     #[test]
     fn acl_denies_login() {
         let mut u = admin();
-        u.acl.rules.push(AclRule::parse("0.0.0.0/0", false).unwrap());
-        u.acl.rules.push(AclRule::parse("10.0.0.0/8", true).unwrap());
+        u.acl
+            .rules
+            .push(AclRule::parse("0.0.0.0/0", false).unwrap());
+        u.acl
+            .rules
+            .push(AclRule::parse("10.0.0.0/8", true).unwrap());
         let sh = shared_with(vec![u], |_| {});
         let mut s = sh.accept(peer(), t0(), 1).unwrap();
         let out = login(&mut s, t0(), "admin", "secret");
-        assert!(out.contains(&SessionOutput::Security(SecurityEvent::FailedAcl { username: "admin".into() })));
-        let mut ok = sh.accept("10.1.2.3:5000".parse().unwrap(), t0(), 1).unwrap();
+        assert!(
+            out.contains(&SessionOutput::Security(SecurityEvent::FailedAcl {
+                username: "admin".into()
+            }))
+        );
+        let mut ok = sh
+            .accept("10.1.2.3:5000".parse().unwrap(), t0(), 1)
+            .unwrap();
         assert!(sent_text(&login(&mut ok, t0(), "admin", "secret")).contains("accepted"));
     }
 
@@ -1342,7 +1632,10 @@ mod tests {
             login(&mut s, now, "admin", "bad");
         }
         assert!(sh.is_blocked(peer().ip(), now.instant));
-        assert!(matches!(sh.accept(peer(), now, 1), Err(AcceptError::Blocked(_))));
+        assert!(matches!(
+            sh.accept(peer(), now, 1),
+            Err(AcceptError::Blocked(_))
+        ));
         let other: SocketAddr = "127.0.0.2:1".parse().unwrap();
         assert!(sh.accept(other, now, 1).is_ok(), "other IPs unaffected");
         let later = at(now, 31.0);
@@ -1356,8 +1649,14 @@ mod tests {
         let sh = shared_with(vec![admin()], |c| c.brokeneventsaction = true);
         let mut s = sh.accept(peer(), t0(), 1).unwrap();
         login(&mut s, t0(), "admin", "secret");
-        s.handle_input(t0(), b"Action: Events\r\nEventMask: on\r\n\r\nAction: Events\r\nEventMask: off\r\n\r\n");
-        assert_eq!(sent_text(&drain(&mut s)), "Response: Success\r\nEvents: Off\r\n\r\n");
+        s.handle_input(
+            t0(),
+            b"Action: Events\r\nEventMask: on\r\n\r\nAction: Events\r\nEventMask: off\r\n\r\n",
+        );
+        assert_eq!(
+            sent_text(&drain(&mut s)),
+            "Response: Success\r\nEvents: Off\r\n\r\n"
+        );
     }
 
     #[test]
@@ -1365,9 +1664,17 @@ mod tests {
         let sh = shared_with(vec![admin()], |_| {});
         let mut s = sh.accept(peer(), t0(), 1).unwrap();
         drain(&mut s);
-        s.handle_input(t0(), b"Action: Logoff\r\n\r\nAction: Login\r\nUsername: admin\r\nSecret: secret\r\n\r\n");
+        s.handle_input(
+            t0(),
+            b"Action: Logoff\r\n\r\nAction: Login\r\nUsername: admin\r\nSecret: secret\r\n\r\n",
+        );
         let out = drain(&mut s);
-        assert_eq!(out.iter().filter(|o| matches!(o, SessionOutput::Send(_))).count(), 1);
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, SessionOutput::Send(_)))
+                .count(),
+            1
+        );
         assert_eq!(out.last(), Some(&SessionOutput::Close));
         s.send(Bytes::from_static(b"late"));
         assert!(drain(&mut s).is_empty());
@@ -1378,10 +1685,16 @@ mod tests {
         let mut t = ActionTable::new();
         assert!(!t.register_known("NoSuchAction", ""));
         assert!(t.register_known("dbget", "Get DB entry."));
-        assert_eq!(t.get("DBGET").unwrap().authority, Perm::SYSTEM | Perm::REPORTING);
+        assert_eq!(
+            t.get("DBGET").unwrap().authority,
+            Perm::SYSTEM | Perm::REPORTING
+        );
         assert!(t.unregister("DbGet"));
         assert!(t.get("dbget").is_none());
         assert_eq!(asterisk_authority("AGI"), Some(Perm::AGI));
-        assert_eq!(unknown_command_text("X"), "Invalid/unknown command: X. Use Action: ListCommands to show available commands.");
+        assert_eq!(
+            unknown_command_text("X"),
+            "Invalid/unknown command: X. Use Action: ListCommands to show available commands."
+        );
     }
 }
