@@ -31,7 +31,6 @@ pub struct LineReader {
     scanned: usize,
     max_line: usize,
     discarding: bool,
-    pending_error: bool,
 }
 
 impl Default for LineReader {
@@ -47,19 +46,15 @@ impl LineReader {
             scanned: 0,
             max_line: max_line.max(16),
             discarding: false,
-            pending_error: false,
         }
     }
 
     /// Feed received bytes.
     pub fn push(&mut self, data: &[u8]) {
         if self.discarding {
-            match data.iter().position(|&b| b == b'\n') {
-                None => return,
-                Some(i) => {
-                    self.discarding = false;
-                    self.buf.extend_from_slice(&data[i + 1..]);
-                }
+            if let Some(i) = data.iter().position(|&b| b == b'\n') {
+                self.discarding = false;
+                self.buf.extend_from_slice(&data[i + 1..]);
             }
         } else {
             self.buf.extend_from_slice(data);
@@ -73,10 +68,6 @@ impl LineReader {
 
     /// The next complete line, an error for an over-long line, or `None` for "need more".
     pub fn next_line(&mut self) -> Option<Result<AgiLine, AgiError>> {
-        if self.pending_error {
-            self.pending_error = false;
-            return Some(Err(AgiError::LineTooLong { max: self.max_line }));
-        }
         if self.discarding {
             return None;
         }

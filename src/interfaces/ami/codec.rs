@@ -496,12 +496,9 @@ impl Decoder {
     pub fn push(&mut self, data: &[u8]) {
         if self.discarding {
             // Drop the tail of an over-long line without buffering it.
-            match data.iter().position(|&b| b == b'\n') {
-                None => return,
-                Some(i) => {
-                    self.discarding = false;
-                    self.buf.extend_from_slice(&data[i + 1..]);
-                }
+            if let Some(i) = data.iter().position(|&b| b == b'\n') {
+                self.discarding = false;
+                self.buf.extend_from_slice(&data[i + 1..]);
             }
         } else {
             self.buf.extend_from_slice(data);
