@@ -898,4 +898,36 @@ mod tests {
         assert!(is_failure_line("FAILURE to exec"));
         assert!(!is_failure_line("fail"));
     }
+
+    /// Deterministic smoke fuzz over the text functions.
+    #[test]
+    fn random_text_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xA61);
+        let alphabet: Vec<char> = " \t\"\\abcXYZ:/?[]%()=-é\u{0}\n\r0123456789"
+            .chars()
+            .collect();
+        for _ in 0..3000 {
+            let n = rng.gen_range(0..80);
+            let text: String = (0..n)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let argv = parse_args(&text);
+            assert!(argv.len() < MAX_ARGS);
+            let _ = dispatch(&text, rng.gen_bool(0.5)).error_reply();
+            let _ = parse_reply(&text);
+            let _ = parse_env(&text);
+            let _ = AgiTarget::parse(&format!("agi://{text}"));
+            let _ = AgiTarget::parse(&text);
+            assert_eq!(uri_decode(&uri_encode(&text)), text);
+            assert_eq!(
+                AgiResult::new(1)
+                    .data(text.clone())
+                    .line()
+                    .matches('\n')
+                    .count(),
+                1
+            );
+        }
+    }
 }

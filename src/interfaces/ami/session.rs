@@ -689,7 +689,7 @@ impl Session {
 
     /// Offer a published event; queued for sending if this session wants it.
     pub fn deliver(&mut self, ev: &AmiEvent) -> bool {
-        if !self.is_authenticated() || self.shared.config().is_event_disabled(&ev.name) {
+        if !self.is_authenticated() || self.shared.config.load().is_event_disabled(&ev.name) {
             return false;
         }
         let wanted = self.check_event(ev.class, &ev.name, &ev.fields, &|| ev.text());
@@ -1696,5 +1696,56 @@ mod tests {
             unknown_command_text("X"),
             "Invalid/unknown command: X. Use Action: ListCommands to show available commands."
         );
+    }
+
+    /// Deterministic smoke fuzz: random bytes (biased towards AMI-looking text) never panic,
+    /// and the decoder's buffer stays bounded.
+    #[test]
+    fn random_input_never_panics() {
+        let sh = shared_with(vec![admin()], |_| {});
+        let mut rng = StdRng::seed_from_u64(0xA41);
+        let pieces: [&[u8]; 12] = [
+            b"Action: ",
+            b"Login",
+            b"Username: admin\r\n",
+            b"Secret: secret\r\n",
+            b"\r\n",
+            b"\n",
+            b"Events: ",
+            b"off",
+            b":",
+            b"\xff\xfe",
+            b"ActionID: 1\r\n",
+            b"Challenge",
+        ];
+        let ev = EventBuilder::new("Hangup", Perm::CALL)
+            .field("Channel", "PJSIP/a-1")
+            .build();
+        for round in 0..300 {
+            let now = t0();
+            let Ok(mut s) = sh.accept(peer(), now, round) else {
+                continue;
+            };
+            for step in 0..40 {
+                let mut data = Vec::new();
+                for _ in 0..rng.gen_range(0..6) {
+                    if rng.gen_bool(0.7) {
+                        data.extend_from_slice(pieces[rng.gen_range(0..pieces.len())]);
+                    } else {
+                        let n = rng.gen_range(0..64);
+                        data.extend((0..n).map(|_| rng.gen::<u8>()));
+                    }
+                }
+                s.handle_input(at(now, step as f64 * 0.1), &data);
+                s.deliver(&ev);
+                while let Some(o) = s.poll_output() {
+                    if let SessionOutput::Action(req) = o {
+                        s.send(req.unknown());
+                    }
+                }
+                assert!(s.decoder.buffered() <= codec::DEFAULT_MAX_LINE + data.len());
+            }
+        }
+        assert!(sh.unauthenticated_count() <= 1);
     }
 }
