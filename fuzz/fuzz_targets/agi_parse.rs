@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
                 dead = !dead;
             }
         }
-        assert!(reader.buffered() <= 512 + chunk, "reader buffer must stay bounded");
+        assert!(
+            reader.buffered() <= 512 + chunk,
+            "reader buffer must stay bounded"
+        );
     }
     let _ = reader.finish();
 

@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
         None => return,
     };
 
-    let mut dec = Decoder::new(Limits { max_line: 256, max_message: 2048, max_headers: 16 });
+    let mut dec = Decoder::new(Limits {
+        max_line: 256,
+        max_message: 2048,
+        max_headers: 16,
+    });
     for piece in body.chunks(chunk) {
         dec.push(piece);
         while let Some(m) = dec.next_message() {
@@ -28,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
                 let _ = m.encode();
             }
         }
-        assert!(dec.buffered() <= 256 + chunk, "decoder buffer must stay bounded");
+        assert!(
+            dec.buffered() <= 256 + chunk,
+            "decoder buffer must stay bounded"
+        );
     }
 
     // Event filter parsing from arbitrary key/value text.
@@ -47,9 +54,18 @@ fuzz_target!(|data: &[u8]| {
     actions.register_known("Originate", "Originate a call.");
     let shared = AmiShared::new(cfg, actions);
     let t0 = Instant::now();
-    let now = |ms: u64| Now::new(t0 + Duration::from_millis(ms), Duration::from_secs(1_700_000_000));
-    let Ok(mut s) = shared.accept("127.0.0.1:1".parse().unwrap(), now(0), 7) else { return };
-    let ev = EventBuilder::new("Hangup", Perm::CALL).field("Channel", "PJSIP/a-1").build();
+    let now = |ms: u64| {
+        Now::new(
+            t0 + Duration::from_millis(ms),
+            Duration::from_secs(1_700_000_000),
+        )
+    };
+    let Ok(mut s) = shared.accept("127.0.0.1:1".parse().unwrap(), now(0), 7) else {
+        return;
+    };
+    let ev = EventBuilder::new("Hangup", Perm::CALL)
+        .field("Channel", "PJSIP/a-1")
+        .build();
     let mut t = 0;
     for piece in body.chunks(chunk) {
         t += 100;
