@@ -5,6 +5,7 @@
 //!   AsyncAGI URL-encoding;
 //! - [`commands`]: the command table (names, usage, dead-ok, argument counts);
 //! - [`reader`]: a bounded, garbage-tolerant line reader for script/FastAGI input.
+pub mod asyncq;
 pub mod codec;
 pub mod commands;
 pub mod reader;
