@@ -345,6 +345,18 @@ mod tests {
     }
 
     #[test]
+    fn media_state_can_move_between_tasks() {
+        fn send<T: Send + 'static>() {}
+        send::<Translator>();
+        send::<Resampler>();
+        send::<crate::media::file::Playback>();
+        send::<crate::media::file::Recorder>();
+        send::<crate::media::tone::ToneGen>();
+        send::<crate::media::mix::Mixer>();
+        send::<crate::media::energy::TalkDetector>();
+    }
+
+    #[test]
     fn g722_is_refused() {
         let e = Translator::new(Format::G722, Format::Ulaw).unwrap_err();
         assert!(e.to_string().contains("g722"), "{e}");
