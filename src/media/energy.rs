@@ -53,8 +53,20 @@ pub fn peak(samples: &[i16]) -> u16 {
 /// formats that can't be decoded here (G.722) or an empty frame.
 pub fn frame_mean_abs(f: &Frame) -> Option<u32> {
     let (sum, n): (u64, usize) = match f.format {
-        Format::Ulaw => (f.data.iter().map(|b| g711::ulaw_to_linear(*b).unsigned_abs() as u64).sum(), f.data.len()),
-        Format::Alaw => (f.data.iter().map(|b| g711::alaw_to_linear(*b).unsigned_abs() as u64).sum(), f.data.len()),
+        Format::Ulaw => (
+            f.data
+                .iter()
+                .map(|b| g711::ulaw_to_linear(*b).unsigned_abs() as u64)
+                .sum(),
+            f.data.len(),
+        ),
+        Format::Alaw => (
+            f.data
+                .iter()
+                .map(|b| g711::alaw_to_linear(*b).unsigned_abs() as u64)
+                .sum(),
+            f.data.len(),
+        ),
         Format::Slin8 | Format::Slin16 | Format::Slin48 => (
             f.data
                 .chunks_exact(2)
@@ -85,7 +97,12 @@ impl SilenceDetector {
     /// `threshold` as in dsp.conf's `silencethreshold` (mean absolute value, 16-bit scale);
     /// `rate` is the sample rate of the audio fed in.
     pub fn new(threshold: u32, rate: u32) -> SilenceDetector {
-        SilenceDetector { threshold, rate: rate.max(1), silence_samples: 0, noise_samples: 0 }
+        SilenceDetector {
+            threshold,
+            rate: rate.max(1),
+            silence_samples: 0,
+            noise_samples: 0,
+        }
     }
 
     pub fn threshold(&self) -> u32 {
@@ -147,7 +164,9 @@ impl SilenceDetector {
 pub enum TalkEvent {
     Start,
     /// Talking stopped; `talk_ms` is how long the talking lasted (trailing silence excluded).
-    Stop { talk_ms: u64 },
+    Stop {
+        talk_ms: u64,
+    },
 }
 
 /// Talk detection: talking starts after `talking_ms` of continuous sound and stops after
@@ -178,7 +197,12 @@ impl TalkDetector {
 
     /// Asterisk's defaults (threshold 256, 2500 ms silence, 160 ms talking).
     pub fn with_defaults(rate: u32) -> TalkDetector {
-        TalkDetector::new(DEFAULT_SILENCE_THRESHOLD, rate, DEFAULT_TALK_SILENCE_MS, DEFAULT_TALK_TALKING_MS)
+        TalkDetector::new(
+            DEFAULT_SILENCE_THRESHOLD,
+            rate,
+            DEFAULT_TALK_SILENCE_MS,
+            DEFAULT_TALK_TALKING_MS,
+        )
     }
 
     pub fn is_talking(&self) -> bool {
@@ -223,7 +247,9 @@ mod tests {
     use crate::media::translate::encode_from_slin;
 
     fn sine(amp: f64, n: usize) -> Vec<i16> {
-        (0..n).map(|i| (amp * (std::f64::consts::TAU * 400.0 * i as f64 / 8000.0).sin()) as i16).collect()
+        (0..n)
+            .map(|i| (amp * (std::f64::consts::TAU * 400.0 * i as f64 / 8000.0).sin()) as i16)
+            .collect()
     }
 
     #[test]
@@ -241,8 +267,14 @@ mod tests {
         let f = Frame::new(Format::Ulaw, encode_from_slin(Format::Ulaw, &[1000; 160]));
         let e = frame_mean_abs(&f).unwrap();
         assert!((e as i32 - 1000).abs() < 40);
-        assert_eq!(frame_mean_abs(&Frame::from_slin(Format::Slin16, &[-7; 4])), Some(7));
-        assert_eq!(frame_mean_abs(&Frame::new(Format::G722, bytes::Bytes::from_static(&[1]))), None);
+        assert_eq!(
+            frame_mean_abs(&Frame::from_slin(Format::Slin16, &[-7; 4])),
+            Some(7)
+        );
+        assert_eq!(
+            frame_mean_abs(&Frame::new(Format::G722, bytes::Bytes::from_static(&[1]))),
+            None
+        );
     }
 
     #[test]
@@ -280,7 +312,11 @@ mod tests {
         let mut events = Vec::new();
         // 1 s silence, 1 s talk, 3 s silence
         for k in 0..250 {
-            let s: &[i16] = if (50..100).contains(&k) { &loud } else { &quiet };
+            let s: &[i16] = if (50..100).contains(&k) {
+                &loud
+            } else {
+                &quiet
+            };
             if let Some(e) = t.process(s) {
                 events.push((k, e));
             }

@@ -49,7 +49,10 @@ pub enum FileError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
-    move |source| FileError::Io { path: path.to_path_buf(), source }
+    move |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// How a file's bytes are laid out, by extension.
@@ -87,8 +90,10 @@ impl SoundKind {
 
     fn of_path(path: &Path) -> Result<SoundKind, FileError> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        SoundKind::from_extension(ext)
-            .ok_or_else(|| FileError::UnsupportedType { path: path.to_path_buf(), ext: ext.to_string() })
+        SoundKind::from_extension(ext).ok_or_else(|| FileError::UnsupportedType {
+            path: path.to_path_buf(),
+            ext: ext.to_string(),
+        })
     }
 }
 
@@ -163,11 +168,21 @@ pub fn find_sound(sounds_dirs: &[PathBuf], language: &str, name: &str) -> Option
     None
 }
 
-/// A decoded sound file: mono signed linear samples at the file's rate.
-#[derive(Debug, Clone)]
+/// A decoded sound file: mono signed linear samples at the file's rate. Cloning is cheap
+/// (the samples are shared).
+#[derive(Clone)]
 pub struct SoundFile {
     rate: u32,
     samples: Arc<[i16]>,
+}
+
+impl std::fmt::Debug for SoundFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoundFile")
+            .field("rate", &self.rate)
+            .field("samples", &self.samples.len())
+            .finish()
+    }
 }
 
 impl SoundFile {
@@ -187,13 +202,19 @@ impl SoundFile {
                         })?
                     }
                 };
-                Ok(SoundFile { rate, samples: samples.into() })
+                Ok(SoundFile {
+                    rate,
+                    samples: samples.into(),
+                })
             }
             SoundKind::Slin(rate) => {
                 let bytes = std::fs::read(path).map_err(io_err(path))?;
                 let mut v = vec![0i16; bytes.len() / 2];
                 g711::slin_bytes_to_samples(&bytes, &mut v);
-                Ok(SoundFile { rate, samples: v.into() })
+                Ok(SoundFile {
+                    rate,
+                    samples: v.into(),
+                })
             }
             SoundKind::Ulaw | SoundKind::Alaw => {
                 let bytes = std::fs::read(path).map_err(io_err(path))?;
@@ -203,14 +224,20 @@ impl SoundFile {
                 } else {
                     g711::alaw_to_linear_slice(&bytes, &mut v);
                 }
-                Ok(SoundFile { rate: 8000, samples: v.into() })
+                Ok(SoundFile {
+                    rate: 8000,
+                    samples: v.into(),
+                })
             }
         }
     }
 
     /// A sound built from samples (tests, generated prompts).
     pub fn from_samples(rate: u32, samples: Vec<i16>) -> SoundFile {
-        SoundFile { rate, samples: samples.into() }
+        SoundFile {
+            rate,
+            samples: samples.into(),
+        }
     }
 
     pub fn rate(&self) -> u32 {
@@ -257,7 +284,12 @@ fn decode_wav_symphonia(path: &Path) -> Result<(u32, Vec<i16>), String> {
     let mut hint = Hint::new();
     hint.with_extension("wav");
     let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
+        .format(
+            &hint,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
         .map_err(|e| e.to_string())?;
     let mut format = probed.format;
     let track = format.default_track().ok_or("no audio track")?;
@@ -285,7 +317,9 @@ fn decode_wav_symphonia(path: &Path) -> Result<(u32, Vec<i16>), String> {
         let spec = *decoded.spec();
         let channels = spec.channels.count().max(1);
         let frames = decoded.frames();
-        let fits = sbuf.as_ref().is_some_and(|(b, ch)| *ch == channels && b.capacity() >= frames * channels);
+        let fits = sbuf
+            .as_ref()
+            .is_some_and(|(b, ch)| *ch == channels && b.capacity() >= frames * channels);
         if !fits {
             sbuf = Some((SampleBuffer::new(frames as u64, spec), channels));
         }
@@ -301,7 +335,8 @@ fn le16(b: &[u8], at: usize) -> Option<u16> {
     b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
 }
 fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// Built-in RIFF WAVE reader: PCM 8/16/24/32-bit, IEEE float 32, µ-law, A-law (also inside
@@ -342,9 +377,18 @@ pub fn parse_wav(bytes: &[u8]) -> Result<(u32, Vec<i16>), String> {
             let data = &bytes[body..end];
             let mut interleaved: Vec<i16> = match (tag, bits) {
                 (1, 8) => data.iter().map(|b| ((*b as i16) - 128) << 8).collect(),
-                (1, 16) => data.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect(),
-                (1, 24) => data.chunks_exact(3).map(|c| i16::from_le_bytes([c[1], c[2]])).collect(),
-                (1, 32) => data.chunks_exact(4).map(|c| i16::from_le_bytes([c[2], c[3]])).collect(),
+                (1, 16) => data
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+                (1, 24) => data
+                    .chunks_exact(3)
+                    .map(|c| i16::from_le_bytes([c[1], c[2]]))
+                    .collect(),
+                (1, 32) => data
+                    .chunks_exact(4)
+                    .map(|c| i16::from_le_bytes([c[2], c[3]]))
+                    .collect(),
                 (3, 32) => data
                     .chunks_exact(4)
                     .map(|c| {
@@ -354,7 +398,11 @@ pub fn parse_wav(bytes: &[u8]) -> Result<(u32, Vec<i16>), String> {
                     .collect(),
                 (6, 8) => data.iter().map(|b| g711::alaw_to_linear(*b)).collect(),
                 (7, 8) => data.iter().map(|b| g711::ulaw_to_linear(*b)).collect(),
-                _ => return Err(format!("unsupported encoding: format tag {tag}, {bits} bits")),
+                _ => {
+                    return Err(format!(
+                        "unsupported encoding: format tag {tag}, {bits} bits"
+                    ))
+                }
             };
             let ch = channels as usize;
             if ch > 1 {
@@ -375,7 +423,6 @@ pub fn parse_wav(bytes: &[u8]) -> Result<(u32, Vec<i16>), String> {
 /// The file is converted to the target rate once, up front (delay-compensated), so seeking
 /// is exact and cheap. Positions are reported in samples of the *file's* rate, like
 /// Asterisk's `ast_tellstream` (AGI `endpos`).
-#[derive(Debug)]
 pub struct Playback {
     target: Format,
     src_rate: u32,
@@ -390,6 +437,17 @@ pub struct Playback {
     out: BytesMut,
 }
 
+impl std::fmt::Debug for Playback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playback")
+            .field("target", &self.target)
+            .field("file_rate", &self.src_rate)
+            .field("position_samples", &self.position_samples())
+            .field("len_samples", &self.src_len)
+            .finish()
+    }
+}
+
 impl Playback {
     /// Open, decode and prepare `path` for playing in `target`.
     pub fn open(path: impl AsRef<Path>, target: Format) -> Result<Playback, FileError> {
@@ -400,7 +458,12 @@ impl Playback {
     pub fn new(file: &SoundFile, target: Format) -> Result<Playback, FileError> {
         // Refuse unsupported targets now rather than per frame.
         if !is_codec_supported(target) {
-            return Err(TranslateError::Unsupported { from: "slin", to: target.name(), codec: target.name() }.into());
+            return Err(TranslateError::Unsupported {
+                from: "slin",
+                to: target.name(),
+                codec: target.name(),
+            }
+            .into());
         }
         let to = target.rate();
         let audio: Arc<[i16]> = if file.rate == to {
@@ -476,7 +539,12 @@ impl Playback {
             Err(_) => return None,
         };
         self.pos = end;
-        let f = Frame { format: self.target, data, ts: self.ts, seq: self.seq };
+        let f = Frame {
+            format: self.target,
+            data,
+            ts: self.ts,
+            seq: self.seq,
+        };
         self.ts = self.ts.wrapping_add(n as u32);
         self.seq = self.seq.wrapping_add(1);
         Some(f)
@@ -538,7 +606,10 @@ impl Recorder {
     fn default_rate(path: &Path) -> Result<u32, FileError> {
         Ok(match SoundKind::of_path(path)? {
             SoundKind::Wav => {
-                let wav16 = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("wav16"));
+                let wav16 = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| e.eq_ignore_ascii_case("wav16"));
                 if wav16 {
                     16000
                 } else {
@@ -551,9 +622,15 @@ impl Recorder {
     }
 
     fn native_for(path: &Path, rate: u32) -> Result<(RecKind, Format), FileError> {
-        let bad_rate = || FileError::BadRate { path: path.to_path_buf(), rate };
+        let bad_rate = || FileError::BadRate {
+            path: path.to_path_buf(),
+            rate,
+        };
         Ok(match SoundKind::of_path(path)? {
-            SoundKind::Wav => (RecKind::Wav, Format::slin_for_rate(rate).ok_or_else(bad_rate)?),
+            SoundKind::Wav => (
+                RecKind::Wav,
+                Format::slin_for_rate(rate).ok_or_else(bad_rate)?,
+            ),
             SoundKind::Slin(r) => (RecKind::Raw, Format::slin_for_rate(r).ok_or_else(bad_rate)?),
             SoundKind::Ulaw => (RecKind::Raw, Format::Ulaw),
             SoundKind::Alaw => (RecKind::Raw, Format::Alaw),
@@ -567,7 +644,8 @@ impl Recorder {
         let (kind, native) = Recorder::native_for(path, rate)?;
         let mut f = File::create(path).map_err(io_err(path))?;
         if let RecKind::Wav = kind {
-            f.write_all(&wav_header(native.rate(), 0)).map_err(io_err(path))?;
+            f.write_all(&wav_header(native.rate(), 0))
+                .map_err(io_err(path))?;
         }
         Ok(Recorder::build(path, kind, native, f, 0))
     }
@@ -582,19 +660,42 @@ impl Recorder {
         let default_rate = Recorder::default_rate(path)?;
         match SoundKind::of_path(path)? {
             SoundKind::Wav => {
-                let mut f = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
+                let mut f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
                 let mut head = Vec::new();
-                (&mut f).take(4096).read_to_end(&mut head).map_err(io_err(path))?;
-                let bad = |reason: &str| FileError::Append { path: path.to_path_buf(), reason: reason.to_string() };
+                (&mut f)
+                    .take(4096)
+                    .read_to_end(&mut head)
+                    .map_err(io_err(path))?;
+                let bad = |reason: &str| FileError::Append {
+                    path: path.to_path_buf(),
+                    reason: reason.to_string(),
+                };
                 if head.len() < 44 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
                     return Err(bad("not a RIFF/WAVE file"));
                 }
-                let (tag, ch, rate, bits) = (le16(&head, 20), le16(&head, 22), le32(&head, 24), le16(&head, 34));
-                if &head[12..16] != b"fmt " || tag != Some(1) || ch != Some(1) || bits != Some(16) || &head[36..40] != b"data" {
-                    return Err(bad("only canonical 16-bit mono PCM WAV files can be appended to"));
+                let (tag, ch, rate, bits) = (
+                    le16(&head, 20),
+                    le16(&head, 22),
+                    le32(&head, 24),
+                    le16(&head, 34),
+                );
+                if &head[12..16] != b"fmt "
+                    || tag != Some(1)
+                    || ch != Some(1)
+                    || bits != Some(16)
+                    || &head[36..40] != b"data"
+                {
+                    return Err(bad(
+                        "only canonical 16-bit mono PCM WAV files can be appended to",
+                    ));
                 }
                 let rate = rate.unwrap_or(0);
-                let native = Format::slin_for_rate(rate).ok_or_else(|| bad("unsupported sample rate"))?;
+                let native =
+                    Format::slin_for_rate(rate).ok_or_else(|| bad("unsupported sample rate"))?;
                 let len = f.metadata().map_err(io_err(path))?.len();
                 let data = len.saturating_sub(WAV_HEADER_LEN) & !1;
                 f.set_len(WAV_HEADER_LEN + data).map_err(io_err(path))?;
@@ -603,7 +704,10 @@ impl Recorder {
             }
             _ => {
                 let (kind, native) = Recorder::native_for(path, default_rate)?;
-                let f = OpenOptions::new().append(true).open(path).map_err(io_err(path))?;
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
                 let len = f.metadata().map_err(io_err(path))?.len();
                 Ok(Recorder::build(path, kind, native, f, len))
             }
@@ -654,7 +758,10 @@ impl Recorder {
             path: self.path.clone(),
             source: std::io::Error::other("recorder already finished"),
         })?;
-        w.write_all(b).map_err(|source| FileError::Io { path: self.path.clone(), source })?;
+        w.write_all(b).map_err(|source| FileError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         self.data_bytes += b.len() as u64;
         Ok(())
     }
@@ -674,7 +781,10 @@ impl Recorder {
         if f.format == self.native {
             return self.write_bytes(&f.data);
         }
-        let need_new = self.translator.as_ref().is_none_or(|t| t.from() != f.format);
+        let need_new = self
+            .translator
+            .as_ref()
+            .is_none_or(|t| t.from() != f.format);
         if need_new {
             self.translator = Some(Translator::new(f.format, self.native)?);
         }
@@ -690,16 +800,24 @@ impl Recorder {
             return Ok(self.samples_written());
         };
         let path = self.path.clone();
-        let mut f = w.into_inner().map_err(|e| FileError::Io { path: path.clone(), source: e.into_error() })?;
+        let mut f = w.into_inner().map_err(|e| FileError::Io {
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
         if trim_bytes > 0 {
             self.data_bytes = self.data_bytes.saturating_sub(trim_bytes);
-            let header = if let RecKind::Wav = self.kind { WAV_HEADER_LEN } else { 0 };
+            let header = if let RecKind::Wav = self.kind {
+                WAV_HEADER_LEN
+            } else {
+                0
+            };
             f.set_len(header + self.data_bytes).map_err(io_err(&path))?;
         }
         if let RecKind::Wav = self.kind {
             let data = u32::try_from(self.data_bytes).unwrap_or(u32::MAX - 36);
             f.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
-            f.write_all(&wav_header(self.rate, data)).map_err(io_err(&path))?;
+            f.write_all(&wav_header(self.rate, data))
+                .map_err(io_err(&path))?;
         }
         f.flush().map_err(io_err(&path))?;
         Ok(self.samples_written())
@@ -736,7 +854,9 @@ mod tests {
     }
 
     fn sine(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<i16> {
-        (0..n).map(|i| (amp * (std::f64::consts::TAU * freq * i as f64 / rate as f64).sin()) as i16).collect()
+        (0..n)
+            .map(|i| (amp * (std::f64::consts::TAU * freq * i as f64 / rate as f64).sin()) as i16)
+            .collect()
     }
 
     #[test]
@@ -749,37 +869,70 @@ mod tests {
         assert_eq!(find_sound(&dirs, "en", "hello"), None);
         // no-language file in d2
         touch(&d2.join("hello.ulaw"));
-        assert_eq!(find_sound(&dirs, "fr", "hello"), Some(d2.join("hello.ulaw")));
+        assert_eq!(
+            find_sound(&dirs, "fr", "hello"),
+            Some(d2.join("hello.ulaw"))
+        );
         // "en" fallback comes after no-language
         touch(&d1.join("en/hello.wav"));
-        assert_eq!(find_sound(&dirs, "fr", "hello"), Some(d2.join("hello.ulaw")));
-        assert_eq!(find_sound(&dirs, "en", "hello"), Some(d1.join("en/hello.wav")));
+        assert_eq!(
+            find_sound(&dirs, "fr", "hello"),
+            Some(d2.join("hello.ulaw"))
+        );
+        assert_eq!(
+            find_sound(&dirs, "en", "hello"),
+            Some(d1.join("en/hello.wav"))
+        );
         assert_eq!(find_sound(&dirs, "", "hello"), Some(d2.join("hello.ulaw")));
         // the language itself wins, in any dir
         touch(&d2.join("fr/hello.alaw"));
-        assert_eq!(find_sound(&dirs, "fr", "hello"), Some(d2.join("fr/hello.alaw")));
+        assert_eq!(
+            find_sound(&dirs, "fr", "hello"),
+            Some(d2.join("fr/hello.alaw"))
+        );
         // dialect falls back to the base language
-        assert_eq!(find_sound(&dirs, "fr_CA", "hello"), Some(d2.join("fr/hello.alaw")));
+        assert_eq!(
+            find_sound(&dirs, "fr_CA", "hello"),
+            Some(d2.join("fr/hello.alaw"))
+        );
         touch(&d1.join("fr_CA/hello.sln"));
-        assert_eq!(find_sound(&dirs, "fr_CA", "hello"), Some(d1.join("fr_CA/hello.sln")));
+        assert_eq!(
+            find_sound(&dirs, "fr_CA", "hello"),
+            Some(d1.join("fr_CA/hello.sln"))
+        );
         // extension preference: sln16 > wav > sln > ulaw > alaw (gsm never)
         touch(&d1.join("en/hello.sln16"));
         touch(&d1.join("en/hello.gsm"));
-        assert_eq!(find_sound(&dirs, "en", "hello"), Some(d1.join("en/hello.sln16")));
+        assert_eq!(
+            find_sound(&dirs, "en", "hello"),
+            Some(d1.join("en/hello.sln16"))
+        );
         touch(&d1.join("en/only.gsm"));
         assert_eq!(find_sound(&dirs, "en", "only"), None);
         // explicit extension
-        assert_eq!(find_sound(&dirs, "en", "hello.wav"), Some(d1.join("en/hello.wav")));
+        assert_eq!(
+            find_sound(&dirs, "en", "hello.wav"),
+            Some(d1.join("en/hello.wav"))
+        );
         assert_eq!(find_sound(&dirs, "en", "hello.alaw"), None);
         // subdirectories in the name
         touch(&d2.join("en/digits/1.wav"));
-        assert_eq!(find_sound(&dirs, "de", "digits/1"), Some(d2.join("en/digits/1.wav")));
+        assert_eq!(
+            find_sound(&dirs, "de", "digits/1"),
+            Some(d2.join("en/digits/1.wav"))
+        );
         // absolute
         let abs = t.path().join("custom/greeting");
         touch(&abs.with_extension("sln"));
-        assert_eq!(find_sound(&[], "en", abs.to_str().unwrap()), Some(abs.with_extension("sln")));
+        assert_eq!(
+            find_sound(&[], "en", abs.to_str().unwrap()),
+            Some(abs.with_extension("sln"))
+        );
         let abs_ext = abs.with_extension("sln");
-        assert_eq!(find_sound(&[], "en", abs_ext.to_str().unwrap()), Some(abs_ext.clone()));
+        assert_eq!(
+            find_sound(&[], "en", abs_ext.to_str().unwrap()),
+            Some(abs_ext.clone())
+        );
         assert_eq!(find_sound(&dirs, "en", ""), None);
     }
 
@@ -788,7 +941,13 @@ mod tests {
         let l: Vec<_> = language_candidates("pt_BR_x").into_iter().collect();
         assert_eq!(
             l,
-            vec![Some("pt_BR_x".into()), Some("pt_BR".into()), Some("pt".into()), None, Some("en".into())]
+            vec![
+                Some("pt_BR_x".into()),
+                Some("pt_BR".into()),
+                Some("pt".into()),
+                None,
+                Some("en".into())
+            ]
         );
         assert_eq!(language_candidates("en"), vec![Some("en".into()), None]);
         assert_eq!(language_candidates(""), vec![None, Some("en".into())]);
@@ -798,7 +957,12 @@ mod tests {
     fn wav_decode_generated_with_hound() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("tone.wav");
-        let spec = hound::WavSpec { channels: 1, sample_rate: 16000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&p, spec).unwrap();
         let s = sine(16000, 500.0, 12000.0, 16000);
         for v in &s {
@@ -811,7 +975,12 @@ mod tests {
         assert_eq!(f.duration_ms(), 1000);
         // stereo 8-bit is downmixed
         let p2 = t.path().join("st.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 8000, bits_per_sample: 8, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8000,
+            bits_per_sample: 8,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&p2, spec).unwrap();
         for _ in 0..80 {
             w.write_sample(64i8).unwrap();
@@ -820,7 +989,11 @@ mod tests {
         w.finalize().unwrap();
         let f = SoundFile::open(&p2).unwrap();
         assert_eq!(f.len(), 80);
-        assert!(f.samples().iter().all(|v| (*v - 8192).abs() <= 1), "{:?}", &f.samples()[..4]);
+        assert!(
+            f.samples().iter().all(|v| (*v - 8192).abs() <= 1),
+            "{:?}",
+            &f.samples()[..4]
+        );
     }
 
     fn law_wav(tag: u16, fmt_len: u32, data: &[u8]) -> Vec<u8> {
@@ -873,12 +1046,24 @@ mod tests {
         // garbage is an error, not a panic
         let pg = t.path().join("g.wav");
         fs::write(&pg, b"RIFF\x04\0\0\0WAVEjunk").unwrap();
-        assert!(matches!(SoundFile::open(&pg), Err(FileError::BadWav { .. })));
+        assert!(matches!(
+            SoundFile::open(&pg),
+            Err(FileError::BadWav { .. })
+        ));
         assert!(parse_wav(b"RIFF").is_err());
         assert!(parse_wav(&law_wav(2, 16, &u)).is_err()); // ADPCM
-        assert!(matches!(SoundFile::open(t.path().join("x.mp3")), Err(FileError::UnsupportedType { .. })));
-        assert!(matches!(SoundFile::open(t.path().join("missing.wav")), Err(FileError::BadWav { .. })));
-        assert!(matches!(SoundFile::open(t.path().join("missing.sln")), Err(FileError::Io { .. })));
+        assert!(matches!(
+            SoundFile::open(t.path().join("x.mp3")),
+            Err(FileError::UnsupportedType { .. })
+        ));
+        assert!(matches!(
+            SoundFile::open(t.path().join("missing.wav")),
+            Err(FileError::Io { .. })
+        ));
+        assert!(matches!(
+            SoundFile::open(t.path().join("missing.sln")),
+            Err(FileError::Io { .. })
+        ));
     }
 
     #[test]
@@ -896,7 +1081,10 @@ mod tests {
         let f = SoundFile::open(t.path().join("a.ul")).unwrap();
         assert_eq!((f.rate(), f.samples()), (8000, &[0i16; 10][..]));
         fs::write(t.path().join("a.alaw"), [0xD5u8; 10]).unwrap();
-        assert_eq!(SoundFile::open(t.path().join("a.alaw")).unwrap().samples(), &[8i16; 10]);
+        assert_eq!(
+            SoundFile::open(t.path().join("a.alaw")).unwrap().samples(),
+            &[8i16; 10]
+        );
     }
 
     #[test]
@@ -905,7 +1093,10 @@ mod tests {
         let mut p = Playback::new(&file, Format::Ulaw).unwrap();
         assert_eq!(p.duration_ms(), 1010);
         let f = p.next_frame().unwrap();
-        assert_eq!((f.format, f.data.len(), f.ts, f.seq), (Format::Ulaw, 160, 0, 0));
+        assert_eq!(
+            (f.format, f.data.len(), f.ts, f.seq),
+            (Format::Ulaw, 160, 0, 0)
+        );
         assert_eq!(p.position_samples(), 160);
         p.skip_ms(500);
         assert_eq!(p.position_samples(), 4160);
@@ -945,16 +1136,23 @@ mod tests {
             eprintln!("asterisk sounds not installed; skipping");
             return;
         }
-        let Some(path) = find_sound(&[dir], "en", "demo-congrats")
-            .or_else(|| find_sound(&[PathBuf::from("/usr/share/asterisk/sounds")], "en", "vm-goodbye"))
-        else {
+        let Some(path) = find_sound(&[dir], "en", "demo-congrats").or_else(|| {
+            find_sound(
+                &[PathBuf::from("/usr/share/asterisk/sounds")],
+                "en",
+                "vm-goodbye",
+            )
+        }) else {
             eprintln!("no known prompt found; skipping");
             return;
         };
         let f = SoundFile::open(&path).unwrap();
         assert_eq!(f.rate(), 8000);
         assert!(f.duration_ms() > 300, "{path:?}: {} ms", f.duration_ms());
-        assert!(crate::media::energy::rms(f.samples()) > 100.0, "speech is not silent");
+        assert!(
+            crate::media::energy::rms(f.samples()) > 100.0,
+            "speech is not silent"
+        );
         let mut p = Playback::new(&f, Format::Alaw).unwrap();
         let mut total = 0;
         while let Some(fr) = p.next_frame() {
@@ -967,7 +1165,10 @@ mod tests {
     fn recorder_formats_round_trip() {
         let t = tempfile::tempdir().unwrap();
         let s = sine(8000, 440.0, 10000.0, 800);
-        let frames: Vec<Frame> = s.chunks(160).map(|c| Frame::from_slin(Format::Slin8, c)).collect();
+        let frames: Vec<Frame> = s
+            .chunks(160)
+            .map(|c| Frame::from_slin(Format::Slin8, c))
+            .collect();
         for name in ["r.wav", "r.sln", "r.ulaw", "r.alaw"] {
             let p = t.path().join(name);
             let mut r = Recorder::create(&p).unwrap();
@@ -978,7 +1179,13 @@ mod tests {
             assert_eq!(r.finish().unwrap(), 800);
             let back = SoundFile::open(&p).unwrap();
             assert_eq!((back.rate(), back.len()), (8000, 800), "{name}");
-            let err: i64 = back.samples().iter().zip(&s).map(|(a, b)| (*a as i64 - *b as i64).abs()).max().unwrap();
+            let err: i64 = back
+                .samples()
+                .iter()
+                .zip(&s)
+                .map(|(a, b)| (*a as i64 - *b as i64).abs())
+                .max()
+                .unwrap();
             assert!(err < 400, "{name}: max error {err}");
         }
         // the WAV is readable by hound too
@@ -1023,13 +1230,22 @@ mod tests {
         r.finish().unwrap();
         assert_eq!(SoundFile::open(&pr).unwrap().samples(), &[1, 2, 3]);
         // errors
-        assert!(matches!(Recorder::create(t.path().join("x.mp3")), Err(FileError::UnsupportedType { .. })));
-        assert!(matches!(Recorder::create_with_rate(t.path().join("x.wav"), 11025), Err(FileError::BadRate { .. })));
+        assert!(matches!(
+            Recorder::create(t.path().join("x.mp3")),
+            Err(FileError::UnsupportedType { .. })
+        ));
+        assert!(matches!(
+            Recorder::create_with_rate(t.path().join("x.wav"), 11025),
+            Err(FileError::BadRate { .. })
+        ));
         let mut r = Recorder::create(t.path().join("g.sln")).unwrap();
         let g = Frame::new(Format::G722, Bytes::from_static(&[0; 80]));
         assert!(matches!(r.write_frame(&g), Err(FileError::Translate(_))));
         fs::write(t.path().join("bad.wav"), b"nope").unwrap();
-        assert!(matches!(Recorder::append(t.path().join("bad.wav")), Err(FileError::Append { .. })));
+        assert!(matches!(
+            Recorder::append(t.path().join("bad.wav")),
+            Err(FileError::Append { .. })
+        ));
         let w16 = t.path().join("x.wav16");
         let r = Recorder::create(&w16).unwrap();
         assert_eq!(r.rate(), 16000);

@@ -267,13 +267,24 @@ mod tests {
             let (t, d) = (linear_to_ulaw(s), linear2ulaw_exact(s as i32));
             if t != d {
                 assert_eq!((!t & 0x80), (!d & 0x80), "ulaw sign differs at {s}");
-                assert_eq!(((!t & 0x7F) as i32 - (!d & 0x7F) as i32).abs(), 1, "ulaw at {s}");
+                assert_eq!(
+                    ((!t & 0x7F) as i32 - (!d & 0x7F) as i32).abs(),
+                    1,
+                    "ulaw at {s}"
+                );
             }
             let (t, d) = (linear_to_alaw(s) ^ 0x55, linear2alaw_exact(s as i32) ^ 0x55);
             if t != d {
-                assert!(s < 0, "positive A-law buckets are aligned to segments ({s})");
+                assert!(
+                    s < 0,
+                    "positive A-law buckets are aligned to segments ({s})"
+                );
                 assert_eq!(t & 0x80, d & 0x80, "alaw sign differs at {s}");
-                assert_eq!(((t & 0x7F) as i32 - (d & 0x7F) as i32).abs(), 1, "alaw at {s}");
+                assert_eq!(
+                    ((t & 0x7F) as i32 - (d & 0x7F) as i32).abs(),
+                    1,
+                    "alaw at {s}"
+                );
             }
         }
         // And at every bucket's last member the table is exact.
@@ -304,7 +315,7 @@ mod tests {
             // half a step of rounding plus the 4-sample table bucket
             let bound = ulaw_step(mag) / 2 + 4;
             assert!(err <= bound, "s={s} d={d} err={err} bound={bound}");
-            assert_eq!(d.signum() * s.signum() >= 0, true, "sign flip s={s} d={d}");
+            assert!(d.signum() * s.signum() >= 0, "sign flip s={s} d={d}");
         }
     }
 

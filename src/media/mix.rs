@@ -54,7 +54,13 @@ impl Mixer {
 
     /// A mixer for frames of `samples` samples at `rate`.
     pub fn with_frame_samples(rate: u32, samples: usize) -> Mixer {
-        Mixer { rate, samples, legs: Vec::new(), sum: vec![0; samples], mixed: vec![0; samples] }
+        Mixer {
+            rate,
+            samples,
+            legs: Vec::new(),
+            sum: vec![0; samples],
+            mixed: vec![0; samples],
+        }
     }
 
     pub fn rate(&self) -> u32 {
@@ -130,7 +136,10 @@ impl Mixer {
     pub fn push_frame(&mut self, id: LegId, f: &Frame) -> Result<(), MixError> {
         let rate = self.rate;
         if f.format.rate() != rate || f.format == Format::G722 {
-            return Err(MixError::WrongFormat { got: f.format.name(), rate });
+            return Err(MixError::WrongFormat {
+                got: f.format.name(),
+                rate,
+            });
         }
         let l = self.leg_mut(id)?;
         let n = match f.format {
@@ -148,7 +157,11 @@ impl Mixer {
     /// that does not push before the next `mix` is silent in it.
     pub fn mix(&mut self) {
         self.sum.fill(0);
-        for l in self.legs.iter().filter(|l| l.active && l.has_input && !l.muted) {
+        for l in self
+            .legs
+            .iter()
+            .filter(|l| l.active && l.has_input && !l.muted)
+        {
             for (acc, s) in self.sum.iter_mut().zip(&l.input) {
                 *acc += *s as i32;
             }
@@ -175,7 +188,10 @@ impl Mixer {
 
     /// What `id` hears: everyone but itself, from the last round.
     pub fn output(&self, id: LegId) -> Option<&[i16]> {
-        self.legs.get(id).filter(|l| l.active).map(|l| l.output.as_slice())
+        self.legs
+            .get(id)
+            .filter(|l| l.active)
+            .map(|l| l.output.as_slice())
     }
 }
 
@@ -217,8 +233,14 @@ mod tests {
         m.push(a, &[1000; 320]).unwrap();
         m.push(b, &[50; 320]).unwrap();
         m.mix();
-        assert!(m.output(b).unwrap().iter().all(|s| *s == 0), "muted leg is not heard");
-        assert!(m.output(a).unwrap().iter().all(|s| *s == 50), "muted leg still hears");
+        assert!(
+            m.output(b).unwrap().iter().all(|s| *s == 0),
+            "muted leg is not heard"
+        );
+        assert!(
+            m.output(a).unwrap().iter().all(|s| *s == 50),
+            "muted leg still hears"
+        );
         assert!(m.mixed().iter().all(|s| *s == 50));
         m.remove_leg(b).unwrap();
         assert_eq!(m.leg_count(), 1);
@@ -266,11 +288,15 @@ mod tests {
         assert!(o[..10].iter().all(|s| *s == 5) && o[10..].iter().all(|s| *s == 0));
         let u = Frame::new(Format::Ulaw, encode_from_slin(Format::Ulaw, &[0; 160]));
         m.push_frame(a, &u).unwrap();
-        m.push_frame(b, &Frame::from_slin(Format::Slin8, &[9; 160])).unwrap();
+        m.push_frame(b, &Frame::from_slin(Format::Slin8, &[9; 160]))
+            .unwrap();
         m.mix();
         assert!(m.output(a).unwrap().iter().all(|s| *s == 9));
         assert!(m.output(b).unwrap().iter().all(|s| *s == 0));
         let wrong = Frame::from_slin(Format::Slin16, &[0; 320]);
-        assert!(matches!(m.push_frame(a, &wrong), Err(MixError::WrongFormat { .. })));
+        assert!(matches!(
+            m.push_frame(a, &wrong),
+            Err(MixError::WrongFormat { .. })
+        ));
     }
 }

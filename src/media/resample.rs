@@ -130,7 +130,11 @@ impl Resampler {
         }
         let want_in = (from as usize * latency.chunk_ms() as usize) / 1000;
         let inner = FftFixedInOut::<f32>::new(from as usize, to as usize, want_in.max(1), 1)
-            .map_err(|e| ResampleError::Construction { from, to, reason: e.to_string() })?;
+            .map_err(|e| ResampleError::Construction {
+                from,
+                to,
+                reason: e.to_string(),
+            })?;
         let chunk_in = inner.input_frames_next();
         let chunk_out = inner.output_frames_next();
         Ok(Resampler {
@@ -286,7 +290,9 @@ mod tests {
 
     fn sine(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<i16> {
         (0..n)
-            .map(|i| (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16)
+            .map(|i| {
+                (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16
+            })
             .collect()
     }
 
@@ -337,7 +343,14 @@ mod tests {
 
     #[test]
     fn frame_counts_and_frequency() {
-        for &(from, to) in &[(8000, 16000), (16000, 8000), (8000, 48000), (48000, 8000), (16000, 48000), (48000, 16000)] {
+        for &(from, to) in &[
+            (8000, 16000),
+            (16000, 8000),
+            (8000, 48000),
+            (48000, 8000),
+            (16000, 48000),
+            (48000, 16000),
+        ] {
             for lat in [Latency::Standard, Latency::Low] {
                 let (out, delay) = run_stream(from, to, lat, 1000.0);
                 assert_eq!(out.len(), to as usize);
@@ -346,7 +359,10 @@ mod tests {
                 assert!((f - 1000.0).abs() < 2.0, "{from}->{to} {lat:?}: {f} Hz");
                 // amplitude preserved within 1 dB
                 let peak = steady.iter().map(|v| v.unsigned_abs()).max().unwrap() as f64;
-                assert!((peak / 10000.0 - 1.0).abs() < 0.12, "{from}->{to} {lat:?}: peak {peak}");
+                assert!(
+                    (peak / 10000.0 - 1.0).abs() < 0.12,
+                    "{from}->{to} {lat:?}: peak {peak}"
+                );
                 let on = goertzel(steady, to, 1000.0);
                 let off = goertzel(steady, to, 1500.0);
                 assert!(on > off * 1000.0, "{from}->{to}");
@@ -368,7 +384,10 @@ mod tests {
         let r = Resampler::new(8000, 8000).unwrap();
         assert!(r.is_passthrough());
         assert_eq!(r.delay_samples(), 0);
-        assert!(matches!(Resampler::new(0, 8000), Err(ResampleError::UnsupportedRate(0))));
+        assert!(matches!(
+            Resampler::new(0, 8000),
+            Err(ResampleError::UnsupportedRate(0))
+        ));
         assert!(Resampler::new(8000, 1_000_000).is_err());
     }
 
@@ -380,7 +399,11 @@ mod tests {
         input[0] = 20000;
         let mut out = Vec::new();
         r.process(&input, &mut out).unwrap();
-        let (peak_at, _) = out.iter().enumerate().max_by_key(|(_, v)| v.unsigned_abs()).unwrap();
+        let (peak_at, _) = out
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| v.unsigned_abs())
+            .unwrap();
         assert_eq!(peak_at, r.delay_samples());
     }
 
@@ -389,7 +412,8 @@ mod tests {
         // 5 kHz at 16k cannot be represented at 8k; it must not fold to 3 kHz.
         let (out, delay) = run_stream(16000, 8000, Latency::Standard, 5000.0);
         let steady = &out[delay + 160..];
-        let energy: f64 = steady.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / steady.len() as f64;
+        let energy: f64 =
+            steady.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / steady.len() as f64;
         let rms = energy.sqrt();
         assert!(rms < 10000.0 / 2f64.sqrt() / 30.0, "alias rms {rms}");
     }
@@ -426,7 +450,11 @@ mod tests {
         for i in 1000..3000 {
             err += (out[2 * i] as f64 - input[i] as f64).abs();
         }
-        assert!(err / 2000.0 < 150.0, "mean misalignment error {}", err / 2000.0);
+        assert!(
+            err / 2000.0 < 150.0,
+            "mean misalignment error {}",
+            err / 2000.0
+        );
         let back = resample_all(16000, 8000, &out).unwrap();
         assert_eq!(back.len(), 4000);
         let same = resample_all(8000, 8000, &input).unwrap();
@@ -436,7 +464,9 @@ mod tests {
     #[test]
     fn saturates_instead_of_wrapping() {
         // A full-scale square wave overshoots (Gibbs); output must clip, not wrap.
-        let input: Vec<i16> = (0..1600).map(|i| if (i / 20) % 2 == 0 { 32767 } else { -32768 }).collect();
+        let input: Vec<i16> = (0..1600)
+            .map(|i| if (i / 20) % 2 == 0 { 32767 } else { -32768 })
+            .collect();
         let out = resample_all(8000, 16000, &input).unwrap();
         for w in out.windows(2).skip(100).take(2800) {
             assert!((w[0] as i32 - w[1] as i32).abs() < 40000, "wrapped: {w:?}");

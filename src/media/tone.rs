@@ -111,13 +111,23 @@ fn parse_part(raw: &str) -> Result<TonePart, ToneError> {
         }
         None => 0.0,
     };
-    Ok(TonePart { freq1, freq2, modulate, duration_ms, once })
+    Ok(TonePart {
+        freq1,
+        freq2,
+        modulate,
+        duration_ms,
+        once,
+    })
 }
 
 impl ToneSpec {
     /// Parse an Asterisk tone list such as `440+480/2000,0/4000` or `!350+440/100,!0/100,350+440`.
     pub fn parse(list: &str) -> Result<ToneSpec, ToneError> {
-        let sep = if list.contains('|') && !list.contains(',') { '|' } else { ',' };
+        let sep = if list.contains('|') && !list.contains(',') {
+            '|'
+        } else {
+            ','
+        };
         let mut parts = Vec::new();
         let mut repeat_from = None;
         for raw in list.split(sep) {
@@ -146,7 +156,10 @@ impl ToneSpec {
             duration_ms: duration_ms.unwrap_or(0),
             once: duration_ms.is_some(),
         };
-        Some(ToneSpec { parts: vec![part], repeat_from: if duration_ms.is_some() { None } else { Some(0) } })
+        Some(ToneSpec {
+            parts: vec![part],
+            repeat_from: if duration_ms.is_some() { None } else { Some(0) },
+        })
     }
 
     /// Length of one pass through the list in ms (`None` if a part plays forever).
@@ -196,7 +209,8 @@ pub mod us {
     pub const RING: &str = "440+480/2000,0/4000";
     pub const CONGESTION: &str = "480+620/250,0/250";
     pub const CALLWAITING: &str = "440/300,0/10000";
-    pub const DIALRECALL: &str = "!350+440/100,!0/100,!350+440/100,!0/100,!350+440/100,!0/100,350+440";
+    pub const DIALRECALL: &str =
+        "!350+440/100,!0/100,!350+440/100,!0/100,!350+440/100,!0/100,350+440";
     pub const RECORD: &str = "1400/500,0/15000";
     pub const INFO: &str = "!950/330,!1400/330,!1800/330,0";
     pub const STUTTER: &str = "!350+440/100,!0/100,!350+440/100,!0/100,!350+440/100,!0/100,!350+440/100,!0/100,!350+440/100,!0/100,!350+440/100,!0/100,350+440";
@@ -227,7 +241,10 @@ struct Osc {
 
 impl Osc {
     fn new(freq: f64, rate: u32) -> Osc {
-        Osc { phase: 0.0, step: freq / rate as f64 }
+        Osc {
+            phase: 0.0,
+            step: freq / rate as f64,
+        }
     }
     #[inline]
     fn next(&mut self) -> f64 {
@@ -258,6 +275,8 @@ pub struct ToneGen {
     /// Samples generated so far (frame timestamps).
     ts: u32,
     seq: u16,
+    /// Reused payload buffer (frames split off it; reclaimed once they are dropped).
+    out: BytesMut,
 }
 
 impl ToneGen {
@@ -291,6 +310,7 @@ impl ToneGen {
             finished: false,
             ts: 0,
             seq: 0,
+            out: BytesMut::with_capacity(rate as usize / 50 * 2 * 16),
         };
         g.start_part(0);
         Ok(g)
@@ -390,13 +410,18 @@ impl ToneGen {
         if got == 0 {
             return None;
         }
-        let mut b = BytesMut::with_capacity(got * 2);
+        self.out.reserve(got * 2);
         for s in &buf[..got] {
-            b.put_i16_le(*s);
+            self.out.put_i16_le(*s);
         }
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        Some(Frame { format: self.format, data: b.freeze(), ts, seq })
+        Some(Frame {
+            format: self.format,
+            data: self.out.split().freeze(),
+            ts,
+            seq,
+        })
     }
 }
 
@@ -467,7 +492,17 @@ mod tests {
         assert!((s.parts[0].freq2 - 880.0).abs() < 1e-9);
         assert_eq!(s.parts[1].duration_ms, 0);
 
-        for bad in ["", " , ", "abc", "440+/100", "440/x", "M200", "M60+440", "-5/100", "440+480/-1"] {
+        for bad in [
+            "",
+            " , ",
+            "abc",
+            "440+/100",
+            "440/x",
+            "M200",
+            "M60+440",
+            "-5/100",
+            "440+480/-1",
+        ] {
             assert!(ToneSpec::parse(bad).is_err(), "{bad:?} should fail");
         }
         assert!(ToneGen::parse("440", 11025).is_err());
@@ -488,12 +523,18 @@ mod tests {
         assert_eq!(frames[1].ts, 160);
         assert_eq!(frames[399].ts, 399 * 160);
         assert_eq!(frames[5].format, Format::Slin8);
-        // both frequencies present at the default volume
-        let s = frames[10].slin_samples();
+        // both frequencies present at the default volume (1 s window resolves 440 vs 480)
+        let s: Vec<i16> = frames[..50].iter().flat_map(|f| f.slin_samples()).collect();
         let a = goertzel(&s, 8000, 440.0);
         let b = goertzel(&s, 8000, 480.0);
-        assert!((a - DEFAULT_VOLUME as f64).abs() < 800.0, "440 amplitude {a}");
-        assert!((b - DEFAULT_VOLUME as f64).abs() < 800.0, "480 amplitude {b}");
+        assert!(
+            (a - DEFAULT_VOLUME as f64).abs() < 800.0,
+            "440 amplitude {a}"
+        );
+        assert!(
+            (b - DEFAULT_VOLUME as f64).abs() < 800.0,
+            "480 amplitude {b}"
+        );
     }
 
     #[test]
@@ -542,7 +583,10 @@ mod tests {
                 s.extend(f.slin_samples());
             }
             assert_eq!(s.len(), 800);
-            let mut p: Vec<(u32, f64)> = ALL.iter().map(|f| (*f, goertzel(&s, 8000, *f as f64))).collect();
+            let mut p: Vec<(u32, f64)> = ALL
+                .iter()
+                .map(|f| (*f, goertzel(&s, 8000, *f as f64)))
+                .collect();
             p.sort_by(|a, b| b.1.total_cmp(&a.1));
             let (lo, hi) = dtmf_freqs(d).unwrap();
             let mut top = [p[0].0, p[1].0];
@@ -583,7 +627,8 @@ mod tests {
 
     #[test]
     fn modulated_and_volume() {
-        let mut g = ToneGen::with_volume(ToneSpec::parse("1000*100").unwrap(), 8000, 10000).unwrap();
+        let mut g =
+            ToneGen::with_volume(ToneSpec::parse("1000*100").unwrap(), 8000, 10000).unwrap();
         let mut s = [0i16; 800];
         assert_eq!(g.fill(&mut s), 800);
         let peak = s.iter().map(|v| v.unsigned_abs()).max().unwrap();

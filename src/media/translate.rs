@@ -15,7 +15,11 @@ use super::resample::{Latency, ResampleError, Resampler};
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TranslateError {
     #[error("cannot translate {from} to {to}: the {codec} codec is not supported (no G.722 codec is built in)")]
-    Unsupported { from: &'static str, to: &'static str, codec: &'static str },
+    Unsupported {
+        from: &'static str,
+        to: &'static str,
+        codec: &'static str,
+    },
     #[error(transparent)]
     Resample(#[from] ResampleError),
 }
@@ -28,7 +32,11 @@ pub fn is_codec_supported(format: Format) -> bool {
 fn check_pair(from: Format, to: Format) -> Result<(), TranslateError> {
     for f in [from, to] {
         if !is_codec_supported(f) {
-            return Err(TranslateError::Unsupported { from: from.name(), to: to.name(), codec: f.name() });
+            return Err(TranslateError::Unsupported {
+                from: from.name(),
+                to: to.name(),
+                codec: f.name(),
+            });
         }
     }
     Ok(())
@@ -53,14 +61,22 @@ pub fn decode_into(format: Format, data: &[u8], out: &mut Vec<i16>) -> Result<()
             g711::slin_bytes_to_samples(data, out);
         }
         Format::G722 => {
-            return Err(TranslateError::Unsupported { from: format.name(), to: "slin", codec: format.name() })
+            return Err(TranslateError::Unsupported {
+                from: format.name(),
+                to: "slin",
+                codec: format.name(),
+            })
         }
     }
     Ok(())
 }
 
 /// Encode `samples` to `format`, appending the payload to `out`.
-pub fn encode_into(format: Format, samples: &[i16], out: &mut BytesMut) -> Result<(), TranslateError> {
+pub fn encode_into(
+    format: Format,
+    samples: &[i16],
+    out: &mut BytesMut,
+) -> Result<(), TranslateError> {
     match format {
         Format::Ulaw => {
             out.reserve(samples.len());
@@ -81,7 +97,11 @@ pub fn encode_into(format: Format, samples: &[i16], out: &mut BytesMut) -> Resul
             }
         }
         Format::G722 => {
-            return Err(TranslateError::Unsupported { from: "slin", to: format.name(), codec: format.name() })
+            return Err(TranslateError::Unsupported {
+                from: "slin",
+                to: format.name(),
+                codec: format.name(),
+            })
         }
     }
     Ok(())
@@ -155,7 +175,11 @@ impl Translator {
     }
 
     /// A translator choosing the resampler chunking.
-    pub fn with_latency(from: Format, to: Format, latency: Latency) -> Result<Translator, TranslateError> {
+    pub fn with_latency(
+        from: Format,
+        to: Format,
+        latency: Latency,
+    ) -> Result<Translator, TranslateError> {
         if from != to {
             check_pair(from, to)?;
         }
@@ -205,7 +229,11 @@ impl Translator {
             check_pair(from, self.to)?;
         }
         self.resampler = if from != self.to && from.rate() != self.to.rate() {
-            Some(Resampler::with_latency(from.rate(), self.to.rate(), self.latency)?)
+            Some(Resampler::with_latency(
+                from.rate(),
+                self.to.rate(),
+                self.latency,
+            )?)
         } else {
             None
         };
@@ -243,7 +271,12 @@ impl Translator {
         if !decodable {
             let samples = (f.samples() as u64 * self.to.rate() as u64 / in_rate as u64) as usize;
             silence_into(self.to, samples, &mut self.out);
-            return Frame { format: self.to, data: self.out.split().freeze(), ts, seq: f.seq };
+            return Frame {
+                format: self.to,
+                data: self.out.split().freeze(),
+                ts,
+                seq: f.seq,
+            };
         }
         // Supported formats only from here on (checked in new / reconfigure).
         let ok = decode_into(f.format, &f.data, &mut self.slin).is_ok();
@@ -264,7 +297,12 @@ impl Translator {
         if encode_into(self.to, samples, &mut self.out).is_err() {
             silence_into(self.to, samples.len(), &mut self.out);
         }
-        Frame { format: self.to, data: self.out.split().freeze(), ts, seq: f.seq }
+        Frame {
+            format: self.to,
+            data: self.out.split().freeze(),
+            ts,
+            seq: f.seq,
+        }
     }
 }
 
@@ -300,7 +338,22 @@ mod tests {
         let g = Frame::new(Format::G722, Bytes::from_static(&[1, 2, 3, 4]));
         assert_eq!(decode_to_slin(&g), vec![0; 8]);
         let mut v = Vec::new();
-        assert!(matches!(decode_into(Format::G722, &[1], &mut v), Err(TranslateError::Unsupported { .. })));
+        assert!(matches!(
+            decode_into(Format::G722, &[1], &mut v),
+            Err(TranslateError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn media_state_can_move_between_tasks() {
+        fn send<T: Send + 'static>() {}
+        send::<Translator>();
+        send::<Resampler>();
+        send::<crate::media::file::Playback>();
+        send::<crate::media::file::Recorder>();
+        send::<crate::media::tone::ToneGen>();
+        send::<crate::media::mix::Mixer>();
+        send::<crate::media::energy::TalkDetector>();
     }
 
     #[test]
@@ -308,13 +361,20 @@ mod tests {
         let e = Translator::new(Format::G722, Format::Ulaw).unwrap_err();
         assert!(e.to_string().contains("g722"), "{e}");
         assert!(Translator::new(Format::Slin16, Format::G722).is_err());
-        assert!(Translator::new(Format::G722, Format::G722).unwrap().is_passthrough());
+        assert!(Translator::new(Format::G722, Format::G722)
+            .unwrap()
+            .is_passthrough());
     }
 
     #[test]
     fn passthrough() {
         let mut t = Translator::new(Format::Ulaw, Format::Ulaw).unwrap();
-        let f = Frame { format: Format::Ulaw, data: Bytes::from(vec![0x55u8; 160]), ts: 1234, seq: 7 };
+        let f = Frame {
+            format: Format::Ulaw,
+            data: Bytes::from(vec![0x55u8; 160]),
+            ts: 1234,
+            seq: 7,
+        };
         let o = t.convert(&f);
         assert_eq!(o.data, f.data);
         assert_eq!((o.ts, o.seq), (1234, 7));
@@ -328,7 +388,12 @@ mod tests {
         let mut pcm = Vec::new();
         for k in 0..25 {
             let s = sine(8000, 700.0, 9000.0, 160, k * 160);
-            let f = Frame { format: Format::Ulaw, data: encode_from_slin(Format::Ulaw, &s), ts, seq: k as u16 };
+            let f = Frame {
+                format: Format::Ulaw,
+                data: encode_from_slin(Format::Ulaw, &s),
+                ts,
+                seq: k as u16,
+            };
             let o = t.convert(&f);
             assert_eq!(o.format, Format::Slin16);
             assert_eq!(o.samples(), 320);
@@ -344,7 +409,10 @@ mod tests {
         let steady = &pcm[t.delay_samples() + 320..];
         let crossings = steady.windows(2).filter(|w| w[0] < 0 && w[1] >= 0).count();
         let expected = 700.0 * steady.len() as f64 / 16000.0;
-        assert!((crossings as f64 - expected).abs() <= 2.0, "{crossings} vs {expected}");
+        assert!(
+            (crossings as f64 - expected).abs() <= 2.0,
+            "{crossings} vs {expected}"
+        );
     }
 
     #[test]
@@ -353,7 +421,12 @@ mod tests {
         let mut up = Translator::new(Format::Alaw, Format::Slin48).unwrap();
         for k in 0..10u32 {
             let s = sine(48000, 1000.0, 8000.0, 960, (k * 960) as usize);
-            let f = Frame { format: Format::Slin48, data: encode_from_slin(Format::Slin48, &s), ts: k * 960, seq: 0 };
+            let f = Frame {
+                format: Format::Slin48,
+                data: encode_from_slin(Format::Slin48, &s),
+                ts: k * 960,
+                seq: 0,
+            };
             let a = down.convert(&f);
             assert_eq!(a.format, Format::Alaw);
             assert_eq!(a.data.len(), 160);
@@ -393,6 +466,9 @@ mod tests {
         let again = t.convert(&f);
         let base = p1 as usize;
         let p = again.data.as_ptr() as usize;
-        assert!(p >= base && p < base + OUT_BUF_CAPACITY, "buffer was reallocated");
+        assert!(
+            p >= base && p < base + OUT_BUF_CAPACITY,
+            "buffer was reallocated"
+        );
     }
 }
