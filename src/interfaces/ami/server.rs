@@ -527,7 +527,9 @@ mod tests {
             .unwrap();
         let mut all = String::new();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !all.contains("Event: UserEvent") && Instant::now() < deadline {
+        while !(all.contains("UserEvent: Hi") && all.ends_with("\r\n\r\n"))
+            && Instant::now() < deadline
+        {
             let mut l = String::new();
             if tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut l))
                 .await
