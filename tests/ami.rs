@@ -254,7 +254,7 @@ fn panoramisk_client() {
         ctx("setvar chan")
     );
     assert_eq!(get(&v["getvar_chan"], "Value"), "xyz");
-    assert_eq!(get(&v["getvar_func"], "Value"), "6");
+    assert_eq!(get(&v["getvar_func"], "Value"), "5");
 
     assert_eq!(get(&v["command"], "Response"), "Success");
     assert_eq!(get(&v["command"], "Message"), "Command output follows");

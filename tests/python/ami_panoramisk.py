@@ -93,7 +93,7 @@ async def main():
         r = await m.send_action({'Action': 'Getvar', 'Channel': name, 'Variable': 'CV'})
         out['getvar_chan'] = d(r)
         r = await m.send_action({'Action': 'Getvar', 'Channel': name,
-                                 'Variable': 'LEN(${CV}abc)'})
+                                 'Variable': 'LEN(hello)'})
         out['getvar_func'] = d(r)
 
     # Command output.

@@ -71,10 +71,15 @@ fn is_true(v: &str) -> bool {
     )
 }
 
-/// Run one action; returns the complete reply.
-pub async fn handle(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
-    match req.name.to_ascii_lowercase().as_str() {
-        "originate" => originate(ctx, req).await,
+/// Work to do once the reply has been queued to the client (publishing an event the action
+/// caused, starting an async originate), so the reply always precedes those events.
+pub type Deferred = Box<dyn FnOnce() + Send>;
+
+/// Run one action; returns the complete reply and what to do after sending it.
+pub async fn handle(ctx: &AmiCtx, req: &ActionRequest) -> (Bytes, Option<Deferred>) {
+    let bytes = match req.name.to_ascii_lowercase().as_str() {
+        "originate" => return originate(ctx, req).await,
+        "userevent" => return user_event(ctx, req),
         "hangup" => hangup(ctx, req),
         "redirect" => redirect(ctx, req),
         "getvar" => getvar(ctx, req).await,
@@ -84,13 +89,13 @@ pub async fn handle(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
         "corestatus" => core_status(ctx, req),
         "coresettings" => core_settings(ctx, req),
         "command" => command(ctx, req).await,
-        "userevent" => user_event(ctx, req),
         "extensionstate" => extension_state(ctx, req),
         "playdtmf" => play_dtmf(ctx, req),
         "reload" => reload(ctx, req),
         "agi" => agi(ctx, req).await,
         _ => req.unknown(),
-    }
+    };
+    (bytes, None)
 }
 
 fn nonempty<'a>(req: &'a ActionRequest, name: &str) -> Option<&'a str> {
@@ -237,10 +242,10 @@ pub fn originate_response(
         .field("CallerIDName", or_unknown(&p.caller.name))
 }
 
-async fn originate(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
+async fn originate(ctx: &AmiCtx, req: &ActionRequest) -> (Bytes, Option<Deferred>) {
     let p = match parse_originate(req) {
         Ok(p) => p,
-        Err(e) => return req.error(&e),
+        Err(e) => return (req.error(&e), None),
     };
     let oreq = OriginateReq {
         channel: p.channel.clone(),
@@ -253,17 +258,20 @@ async fn originate(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
     if p.is_async {
         let core = ctx.core.clone();
         let action_id = req.action_id().map(str::to_string);
-        tokio::spawn(async move {
-            let r = crate::dialplan::originate::originate(&core, oreq).await;
-            core.bus
-                .publish(originate_response(action_id.as_deref(), &p, &r));
+        let start: Deferred = Box::new(move || {
+            tokio::spawn(async move {
+                let r = crate::dialplan::originate::originate(&core, oreq).await;
+                core.bus
+                    .publish(originate_response(action_id.as_deref(), &p, &r));
+            });
         });
-        return req.success("Originate successfully queued");
+        return (req.success("Originate successfully queued"), Some(start));
     }
-    match crate::dialplan::originate::originate(&ctx.core, oreq).await {
+    let reply = match crate::dialplan::originate::originate(&ctx.core, oreq).await {
         Ok(_) => req.success("Originate successfully queued"),
         Err(_) => req.error("Originate failed"),
-    }
+    };
+    (reply, None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -762,9 +770,9 @@ pub fn reload_manager_conf(ctx: &AmiCtx) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // UserEvent, ExtensionState
 
-fn user_event(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
+fn user_event(ctx: &AmiCtx, req: &ActionRequest) -> (Bytes, Option<Deferred>) {
     let Some(name) = nonempty(req, "UserEvent") else {
-        return req.error("No UserEvent specified");
+        return (req.error("No UserEvent specified"), None);
     };
     let mut ev = Event::new("UserEvent", EventClass::User).field("UserEvent", name.to_string());
     for h in req.message.headers() {
@@ -773,8 +781,11 @@ fn user_event(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
         }
         ev = ev.field(Cow::Owned(h.name.clone()), h.value.clone());
     }
-    ctx.core.bus.publish(ev);
-    req.success("Event Sent")
+    let bus = ctx.core.bus.clone();
+    (
+        req.success("Event Sent"),
+        Some(Box::new(move || bus.publish(ev))),
+    )
 }
 
 /// Extension state from a hint's devices: (code, text) as Asterisk reports them.

@@ -276,12 +276,14 @@ async fn serve_conn(ctx: AmiCtx, server: Arc<AmiServer>, stream: TcpStream, peer
         }
         let deadline = session.poll_timeout();
         let timestamps = ctx.shared.config().timestampevents;
+        // Biased: a reply queued before the events its action caused is written first.
         tokio::select! {
+            biased;
+            Some(reply) = reply_rx.recv() => session.send(reply),
             r = rd.read(&mut buf) => match r {
                 Ok(0) | Err(_) => break 'conn,
                 Ok(n) => session.handle_input(Now::system(), &buf[..n]),
             },
-            Some(reply) = reply_rx.recv() => session.send(reply),
             ev = async {
                 match sub.as_mut() {
                     Some(s) => s.rx.recv().await,
@@ -322,12 +324,19 @@ async fn action_worker(
             let ctx = ctx.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let _ = tx.send(actions::handle(&ctx, &req).await);
+                let (reply, after) = actions::handle(&ctx, &req).await;
+                let _ = tx.send(reply);
+                if let Some(f) = after {
+                    f();
+                }
             });
         } else {
-            let reply = actions::handle(&ctx, &req).await;
+            let (reply, after) = actions::handle(&ctx, &req).await;
             if tx.send(reply).is_err() {
                 break;
+            }
+            if let Some(f) = after {
+                f();
             }
         }
     }
