@@ -4,9 +4,11 @@
 //! - [`perm`]: permission classes (`read=`/`write=`, `Privilege:`);
 //! - [`config`]: typed manager.conf (users, ACLs, event filters);
 //! - [`session`]: the per-connection sans-IO session (login, permissions, event filtering).
+pub mod actions;
 pub mod codec;
 pub mod config;
 pub mod perm;
+pub mod server;
 pub mod session;
 
 pub use codec::{
