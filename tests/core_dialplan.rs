@@ -46,15 +46,32 @@ exten => s,1,Return($[${ARG1} + ${ARG2}])
     let r = pbx.rx("channel originate Local/100@default application Wait 1");
     assert!(r.trim().is_empty(), "originate output: {r}");
     let got = wait_file(&out, 10).unwrap_or_else(|| panic!("no output file; log:\n{}", pbx.log()));
-    assert_eq!(got.trim(), "hello 7 ell 1 bar 42 3 5", "log:\n{}", pbx.log());
-    assert!(pbx.wait_no_channels(10), "channels left: {}", pbx.rx("core show channels"));
+    assert_eq!(
+        got.trim(),
+        "hello 7 ell 1 bar 42 3 5",
+        "log:\n{}",
+        pbx.log()
+    );
+    assert!(
+        pbx.wait_no_channels(10),
+        "channels left: {}",
+        pbx.rx("core show channels")
+    );
 }
 
 #[test]
 fn broken_config_refuses_to_start_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("extensions.conf"), "[default]\nexten => 100,1,Answer()\nexten => 101,x,NoOp()\n").unwrap();
-    let out = std::process::Command::new(bin()).args(["run", "-f", "-C"]).arg(dir.path()).output().unwrap();
+    std::fs::write(
+        dir.path().join("extensions.conf"),
+        "[default]\nexten => 100,1,Answer()\nexten => 101,x,NoOp()\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "-f", "-C"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("extensions.conf:3"), "stderr: {err}");
@@ -64,18 +81,32 @@ fn broken_config_refuses_to_start_with_file_and_line() {
 #[test]
 fn dialplan_reload_keeps_old_dialplan_on_error() {
     let pbx = TestPbx::start(&[("extensions.conf", "[default]\nexten => 100,1,NoOp(first)\n")]);
-    std::fs::write(pbx.path("extensions.conf"), "[default]\nexten => 100,1,NoOp(second\nexten => bad\n").unwrap();
+    std::fs::write(
+        pbx.path("extensions.conf"),
+        "[default]\nexten => 100,1,NoOp(second\nexten => bad\n",
+    )
+    .unwrap();
     let r = pbx.rx("dialplan reload");
-    assert!(r.contains("keeping the old dialplan") && r.contains("extensions.conf:3"), "{r}");
+    assert!(
+        r.contains("keeping the old dialplan") && r.contains("extensions.conf:3"),
+        "{r}"
+    );
     assert!(pbx.rx("dialplan show default").contains("NoOp(first)"));
-    std::fs::write(pbx.path("extensions.conf"), "[default]\nexten => 100,1,NoOp(second)\n").unwrap();
+    std::fs::write(
+        pbx.path("extensions.conf"),
+        "[default]\nexten => 100,1,NoOp(second)\n",
+    )
+    .unwrap();
     assert!(pbx.rx("dialplan reload").contains("reloaded"));
     assert!(pbx.rx("dialplan show default").contains("NoOp(second)"));
 }
 
 #[test]
 fn console_commands() {
-    let pbx = TestPbx::start(&[("extensions.conf", "[default]\nexten => 200,1,Answer()\n same => n,Wait(30)\n")]);
+    let pbx = TestPbx::start(&[(
+        "extensions.conf",
+        "[default]\nexten => 200,1,Answer()\n same => n,Wait(30)\n",
+    )]);
     assert!(pbx.rx("core show version").starts_with("voxpbx "));
     assert!(pbx.rx("core show uptime").contains("System uptime"));
     assert!(pbx.rx("core show applications").contains("Answer"));
@@ -92,6 +123,8 @@ fn console_commands() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(ok, "{}", pbx.rx("core show channels"));
-    assert!(pbx.rx("channel request hangup all").contains("Requested Hangup"));
+    assert!(pbx
+        .rx("channel request hangup all")
+        .contains("Requested Hangup"));
     assert!(pbx.wait_no_channels(10));
 }

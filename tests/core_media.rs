@@ -36,16 +36,21 @@ exten => s,1,System(echo "handler ${ARG1}" > {DIR}/handler.txt)
 fn playback_is_recorded_through_a_local_channel() {
     let pbx = TestPbx::start(&[("extensions.conf", DIALPLAN)]);
     let rec = pbx.path("rec.wav");
-    pbx.rx(&format!("channel originate Local/300@default application Record {},0,10,q", rec.display()));
+    pbx.rx(&format!(
+        "channel originate Local/300@default application Record {},0,10,q",
+        rec.display()
+    ));
     assert!(pbx.wait_no_channels(15), "{}", pbx.log());
     std::thread::sleep(Duration::from_millis(200));
-    let mut r = hound::WavReader::open(&rec).unwrap_or_else(|e| panic!("no recording: {e}\n{}", pbx.log()));
+    let mut r =
+        hound::WavReader::open(&rec).unwrap_or_else(|e| panic!("no recording: {e}\n{}", pbx.log()));
     let spec = r.spec();
     let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
     let secs = samples.len() as f64 / spec.sample_rate as f64;
     // hello-world is 1.4 s long.
     assert!((1.0..3.0).contains(&secs), "recorded {secs} s");
-    let rms = (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
+    let rms =
+        (samples.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
     assert!(rms > 300.0, "recording is silent (rms {rms})");
 }
 
@@ -61,9 +66,15 @@ fn dtmf_reaches_read_through_a_local_channel() {
 fn invalid_extension_h_and_hangup_handlers() {
     let pbx = TestPbx::start(&[("extensions.conf", DIALPLAN)]);
     pbx.rx("channel originate Local/500@default application Wait 5");
-    assert_eq!(wait_file(&pbx.path("invalid.txt"), 10).unwrap().trim(), "invalid nowhere");
+    assert_eq!(
+        wait_file(&pbx.path("invalid.txt"), 10).unwrap().trim(),
+        "invalid nowhere"
+    );
     assert_eq!(wait_file(&pbx.path("h.txt"), 10).unwrap().trim(), "h h");
-    assert_eq!(wait_file(&pbx.path("handler.txt"), 10).unwrap().trim(), "handler from-500");
+    assert_eq!(
+        wait_file(&pbx.path("handler.txt"), 10).unwrap().trim(),
+        "handler from-500"
+    );
 }
 
 #[test]
@@ -71,6 +82,12 @@ fn exact_extension_beats_pattern() {
     let pbx = TestPbx::start(&[("extensions.conf", DIALPLAN)]);
     pbx.rx("channel originate Local/601@default application Wait 1");
     pbx.rx("channel originate Local/699@default application Wait 1");
-    assert_eq!(wait_file(&pbx.path("exact.txt"), 10).unwrap().trim(), "exact 601");
-    assert_eq!(wait_file(&pbx.path("pattern.txt"), 10).unwrap().trim(), "pattern 699");
+    assert_eq!(
+        wait_file(&pbx.path("exact.txt"), 10).unwrap().trim(),
+        "exact 601"
+    );
+    assert_eq!(
+        wait_file(&pbx.path("pattern.txt"), 10).unwrap().trim(),
+        "pattern 699"
+    );
 }

@@ -242,11 +242,7 @@ fn echo<'a>(chan: &'a mut Channel, _args: &'a str) -> BoxFuture<'a, AppResult> {
                     }
                     chan.send_dtmf_end(d, 100);
                 }
-                ReadEvent::DtmfBegin(d) => {
-                    if d != '#' {
-                        chan.send_dtmf_begin(d);
-                    }
-                }
+                ReadEvent::DtmfBegin(d) if d != '#' => chan.send_dtmf_begin(d),
                 ReadEvent::Hangup | ReadEvent::Interrupted => return AppResult::Hangup,
                 _ => {}
             }

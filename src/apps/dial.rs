@@ -11,8 +11,16 @@ use std::time::{Duration, Instant};
 
 pub fn apps() -> Vec<AppDef> {
     vec![
-        AppDef { name: "Dial", synopsis: "Attempt to connect to another device or endpoint and bridge the call", exec: AppExec::Async(dial) },
-        AppDef { name: "Bridge", synopsis: "Bridge two channels", exec: AppExec::Async(bridge_app) },
+        AppDef {
+            name: "Dial",
+            synopsis: "Attempt to connect to another device or endpoint and bridge the call",
+            exec: AppExec::Async(dial),
+        },
+        AppDef {
+            name: "Bridge",
+            synopsis: "Bridge two channels",
+            exec: AppExec::Async(bridge_app),
+        },
     ]
 }
 
@@ -46,9 +54,18 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
     Box::pin(async move {
         let a = split_args(args);
         let targets = a.first().cloned().unwrap_or_default();
-        let timeout = a.get(1).and_then(|t| t.trim().parse::<f64>().ok()).filter(|t| *t > 0.0);
+        let timeout = a
+            .get(1)
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0);
         let opts = parse_options(a.get(2).map(|s| s.as_str()).unwrap_or(""));
-        for v in ["DIALSTATUS", "DIALEDTIME", "ANSWEREDTIME", "DIALEDPEERNAME", "DIALEDPEERNUMBER"] {
+        for v in [
+            "DIALSTATUS",
+            "DIALEDTIME",
+            "ANSWEREDTIME",
+            "DIALEDPEERNAME",
+            "DIALEDPEERNUMBER",
+        ] {
             caller.vars.remove(v);
         }
         if targets.trim().is_empty() {
@@ -57,19 +74,36 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
         }
         let start = Instant::now();
         let mut legs: Vec<Leg> = Vec::new();
-        for ds in targets.split('&').map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        for ds in targets
+            .split('&')
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
             match caller.core.clone().request_channel(ds, Some(caller)) {
                 Ok(mut ch) => {
                     ch.connected = caller.caller.clone();
-                    let mut ev = Event::new("DialBegin", EventClass::Call).field("DialString", ds.splitn(2, '/').nth(1).unwrap_or("").to_string());
+                    let mut ev = Event::new("DialBegin", EventClass::Call).field(
+                        "DialString",
+                        ds.split_once('/').map(|x| x.1).unwrap_or("").to_string(),
+                    );
                     ev.dest = Some(std::sync::Arc::new(ch.snapshot()));
                     caller.publish(ev);
                     ch.call(caller.caller.clone(), Vec::new());
                     caller.core.verbose_msg(3, &format!("    -- Called {}", ds));
-                    legs.push(Leg { chan: ch, dialstring: ds.to_string(), done: false, status: "" });
+                    legs.push(Leg {
+                        chan: ch,
+                        dialstring: ds.to_string(),
+                        done: false,
+                        status: "",
+                    });
                 }
                 Err(e) => {
-                    tracing::warn!("Unable to create channel of type '{}' (cause 66 - {}): {}", ds, cause_text(66), e);
+                    tracing::warn!(
+                        "Unable to create channel of type '{}' (cause 66 - {}): {}",
+                        ds,
+                        cause_text(66),
+                        e
+                    );
                 }
             }
         }
@@ -88,10 +122,14 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
             }
             let (idx, ev) = {
                 let mut futs: Vec<BoxFuture<'_, (usize, ReadEvent)>> = Vec::new();
-                futs.push(Box::pin(async { (usize::MAX, caller.read_until(deadline).await) }));
+                futs.push(Box::pin(async {
+                    (usize::MAX, caller.read_until(deadline).await)
+                }));
                 for (i, l) in legs.iter_mut().enumerate() {
                     if !l.done {
-                        futs.push(Box::pin(async move { (i, l.chan.read_until(deadline).await) }));
+                        futs.push(Box::pin(
+                            async move { (i, l.chan.read_until(deadline).await) },
+                        ));
                     }
                 }
                 futures_util::future::select_all(futs).await.0
@@ -128,10 +166,10 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
             let l = &mut legs[idx];
             match ev {
                 ReadEvent::Control(Control::Answer) => break Some(idx),
-                ReadEvent::Control(Control::Ringing) => {
-                    if !has_opt(&opts, 'm') && !has_opt(&opts, 'r') {
-                        caller.indicate(Control::Ringing);
-                    }
+                ReadEvent::Control(Control::Ringing)
+                    if !has_opt(&opts, 'm') && !has_opt(&opts, 'r') =>
+                {
+                    caller.indicate(Control::Ringing);
                 }
                 ReadEvent::Control(Control::Progress) => caller.indicate(Control::Progress),
                 ReadEvent::Control(Control::Busy) => {
@@ -144,11 +182,9 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
                     l.status = "CONGESTION";
                     l.chan.hangup(34);
                 }
-                ReadEvent::Voice(f) => {
-                    // Early media from the callee while it rings or is in progress.
-                    if !has_opt(&opts, 'r') && !has_opt(&opts, 'm') {
-                        caller.write(&f);
-                    }
+                // Early media from the callee while it rings or is in progress.
+                ReadEvent::Voice(f) if !has_opt(&opts, 'r') && !has_opt(&opts, 'm') => {
+                    caller.write(&f)
                 }
                 ReadEvent::Hangup => {
                     l.done = true;
@@ -181,11 +217,18 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
             }
         }
         dial_end(caller, &peer, "ANSWER");
-        caller.core.verbose_msg(3, &format!("    -- {} answered {}", peer.chan.name, caller.name));
+        caller.core.verbose_msg(
+            3,
+            &format!("    -- {} answered {}", peer.chan.name, caller.name),
+        );
         let answered = Instant::now();
         pbx::set_var(caller, "DIALSTATUS", "ANSWER");
         pbx::set_var(caller, "DIALEDPEERNAME", &peer.chan.name.clone());
-        pbx::set_var(caller, "DIALEDPEERNUMBER", peer.dialstring.split_once('/').map(|x| x.1).unwrap_or(""));
+        pbx::set_var(
+            caller,
+            "DIALEDPEERNUMBER",
+            peer.dialstring.split_once('/').map(|x| x.1).unwrap_or(""),
+        );
         if caller.state != ChannelState::Up {
             caller.answer();
         }
@@ -197,7 +240,12 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
             if pbx::gosub(&mut peer.chan, &t, &args, true) {
                 pbx::run_segment(&mut peer.chan, 1000).await;
             }
-            let status = peer.chan.vars.get("GOSUB_RESULT").unwrap_or("").to_uppercase();
+            let status = peer
+                .chan
+                .vars
+                .get("GOSUB_RESULT")
+                .unwrap_or("")
+                .to_uppercase();
             if status == "ABORT" || peer.chan.is_hungup() {
                 peer.chan.hangup(16);
                 pbx::set_var(caller, "DIALEDTIME", &start.elapsed().as_secs().to_string());
@@ -218,14 +266,32 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
             }
         }
         // L(x[:y]): limit in ms.
-        let limit = opt_arg(&opts, 'L').and_then(|l| l.split(':').next().and_then(|x| x.trim().parse::<u64>().ok())).map(Duration::from_millis);
+        let limit = opt_arg(&opts, 'L')
+            .and_then(|l| {
+                l.split(':')
+                    .next()
+                    .and_then(|x| x.trim().parse::<u64>().ok())
+            })
+            .map(Duration::from_millis);
         // G(context^exten^priority): both legs go to the dialplan instead of bridging.
         if let Some(g) = opt_arg(&opts, 'G') {
             let parts: Vec<&str> = g.split('^').collect();
             let (ctx, ext, pri) = match parts.len() {
-                1 => (caller.context.clone(), caller.exten.clone(), parts[0].parse().unwrap_or(1)),
-                2 => (caller.context.clone(), parts[0].to_string(), parts[1].parse().unwrap_or(1)),
-                _ => (parts[0].to_string(), parts[1].to_string(), parts[2].parse().unwrap_or(1)),
+                1 => (
+                    caller.context.clone(),
+                    caller.exten.clone(),
+                    parts[0].parse().unwrap_or(1),
+                ),
+                2 => (
+                    caller.context.clone(),
+                    parts[0].to_string(),
+                    parts[1].parse().unwrap_or(1),
+                ),
+                _ => (
+                    parts[0].to_string(),
+                    parts[1].to_string(),
+                    parts[2].parse().unwrap_or(1),
+                ),
             };
             pbx::spawn(peer.chan, &ctx, &ext, pri + 1);
             caller.context = ctx;
@@ -236,7 +302,11 @@ fn dial<'a>(caller: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
         }
         let side = bridge::two_party(caller, &mut peer.chan, &BridgeOpts { limit }).await;
         pbx::set_var(caller, "DIALEDTIME", &start.elapsed().as_secs().to_string());
-        pbx::set_var(caller, "ANSWEREDTIME", &answered.elapsed().as_secs().to_string());
+        pbx::set_var(
+            caller,
+            "ANSWEREDTIME",
+            &answered.elapsed().as_secs().to_string(),
+        );
         // A redirected callee gets its own PBX; otherwise it is hung up.
         if let Some((c, e, p)) = peer.chan.take_pending_goto() {
             pbx::spawn(peer.chan, &c, &e, p);
@@ -300,7 +370,11 @@ fn bridge_app<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResu
         if let Some((c, e, p)) = other.take_pending_goto() {
             pbx::spawn(other, &c, &e, p);
         } else if side == Side::A && has_opt(&opts, 'F') {
-            let (c, e, p) = (other.context.clone(), other.exten.clone(), other.priority + 1);
+            let (c, e, p) = (
+                other.context.clone(),
+                other.exten.clone(),
+                other.priority + 1,
+            );
             pbx::spawn(other, &c, &e, p);
         } else {
             other.hangup(16);

@@ -16,22 +16,89 @@ use std::time::{Duration, Instant};
 
 pub fn apps() -> Vec<AppDef> {
     vec![
-        AppDef { name: "Playback", synopsis: "Play a file", exec: AppExec::Async(playback) },
-        AppDef { name: "Background", synopsis: "Play an audio file while waiting for digits of an extension to go to", exec: AppExec::Async(background) },
-        AppDef { name: "WaitExten", synopsis: "Waits for an extension to be entered", exec: AppExec::Async(wait_exten) },
-        AppDef { name: "ControlPlayback", synopsis: "Play a file with fast forward and rewind", exec: AppExec::Async(control_playback) },
-        AppDef { name: "Read", synopsis: "Read a variable", exec: AppExec::Async(read) },
-        AppDef { name: "SayDigits", synopsis: "Say Digits", exec: AppExec::Async(say_digits) },
-        AppDef { name: "SayNumber", synopsis: "Say Number", exec: AppExec::Async(say_number) },
-        AppDef { name: "SayAlpha", synopsis: "Say Alpha", exec: AppExec::Async(say_alpha) },
-        AppDef { name: "SayPhonetic", synopsis: "Say Phonetic", exec: AppExec::Async(say_phonetic) },
-        AppDef { name: "SayUnixTime", synopsis: "Says a specified time in a custom format", exec: AppExec::Async(say_unixtime) },
-        AppDef { name: "Milliwatt", synopsis: "Generates a 1004 Hz test tone at 0dbm (mu-law)", exec: AppExec::Async(milliwatt) },
-        AppDef { name: "Playtones", synopsis: "Play a tone list", exec: AppExec::Sync(playtones) },
-        AppDef { name: "StopPlaytones", synopsis: "Stop playing a tone list", exec: AppExec::Sync(|c, _| { c.stop_generator(); AppResult::Continue }) },
-        AppDef { name: "Record", synopsis: "Record to a file", exec: AppExec::Async(record) },
-        AppDef { name: "WaitForSilence", synopsis: "Waits for a specified amount of silence", exec: AppExec::Async(wait_for_silence) },
-        AppDef { name: "SendDTMF", synopsis: "Sends arbitrary DTMF digits", exec: AppExec::Async(send_dtmf) },
+        AppDef {
+            name: "Playback",
+            synopsis: "Play a file",
+            exec: AppExec::Async(playback),
+        },
+        AppDef {
+            name: "Background",
+            synopsis: "Play an audio file while waiting for digits of an extension to go to",
+            exec: AppExec::Async(background),
+        },
+        AppDef {
+            name: "WaitExten",
+            synopsis: "Waits for an extension to be entered",
+            exec: AppExec::Async(wait_exten),
+        },
+        AppDef {
+            name: "ControlPlayback",
+            synopsis: "Play a file with fast forward and rewind",
+            exec: AppExec::Async(control_playback),
+        },
+        AppDef {
+            name: "Read",
+            synopsis: "Read a variable",
+            exec: AppExec::Async(read),
+        },
+        AppDef {
+            name: "SayDigits",
+            synopsis: "Say Digits",
+            exec: AppExec::Async(say_digits),
+        },
+        AppDef {
+            name: "SayNumber",
+            synopsis: "Say Number",
+            exec: AppExec::Async(say_number),
+        },
+        AppDef {
+            name: "SayAlpha",
+            synopsis: "Say Alpha",
+            exec: AppExec::Async(say_alpha),
+        },
+        AppDef {
+            name: "SayPhonetic",
+            synopsis: "Say Phonetic",
+            exec: AppExec::Async(say_phonetic),
+        },
+        AppDef {
+            name: "SayUnixTime",
+            synopsis: "Says a specified time in a custom format",
+            exec: AppExec::Async(say_unixtime),
+        },
+        AppDef {
+            name: "Milliwatt",
+            synopsis: "Generates a 1004 Hz test tone at 0dbm (mu-law)",
+            exec: AppExec::Async(milliwatt),
+        },
+        AppDef {
+            name: "Playtones",
+            synopsis: "Play a tone list",
+            exec: AppExec::Sync(playtones),
+        },
+        AppDef {
+            name: "StopPlaytones",
+            synopsis: "Stop playing a tone list",
+            exec: AppExec::Sync(|c, _| {
+                c.stop_generator();
+                AppResult::Continue
+            }),
+        },
+        AppDef {
+            name: "Record",
+            synopsis: "Record to a file",
+            exec: AppExec::Async(record),
+        },
+        AppDef {
+            name: "WaitForSilence",
+            synopsis: "Waits for a specified amount of silence",
+            exec: AppExec::Async(wait_for_silence),
+        },
+        AppDef {
+            name: "SendDTMF",
+            synopsis: "Sends arbitrary DTMF digits",
+            exec: AppExec::Async(send_dtmf),
+        },
     ]
 }
 
@@ -88,7 +155,12 @@ pub enum StreamEnd {
 
 /// `ast_streamfile` + `ast_waitstream`: play `name`, stop on a digit in `escape`.
 /// Returns how it ended and the position reached in samples (AGI `endpos`).
-pub async fn stream_file(chan: &mut Channel, name: &str, escape: &str, offset_samples: u64) -> (StreamEnd, u64) {
+pub async fn stream_file(
+    chan: &mut Channel,
+    name: &str,
+    escape: &str,
+    offset_samples: u64,
+) -> (StreamEnd, u64) {
     let Some(mut g) = open_sound(chan, name) else {
         tracing::warn!("{}: file {} does not exist", chan.name, name);
         return (StreamEnd::NotFound, 0);
@@ -125,7 +197,10 @@ pub async fn play_list(chan: &mut Channel, files: &[String], escape: &str) -> St
 }
 
 fn split_files(s: &str) -> Vec<String> {
-    s.split('&').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect()
+    s.split('&')
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect()
 }
 
 fn playback<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> {
@@ -174,7 +249,10 @@ async fn collect_exten(chan: &mut Channel, context: &str, first: char) -> AppRes
             break;
         }
         drop(d);
-        match chan.read_timeout(Duration::from_millis(digit_timeout(chan))).await {
+        match chan
+            .read_timeout(Duration::from_millis(digit_timeout(chan)))
+            .await
+        {
             ReadEvent::Dtmf(x) => exten.push(x),
             ReadEvent::Timeout => break,
             ReadEvent::Hangup | ReadEvent::Interrupted => return AppResult::Hangup,
@@ -204,7 +282,11 @@ fn background<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResu
         let a = split_args(args);
         let files = split_files(a.first().map(|s| s.as_str()).unwrap_or(""));
         let opts = a.get(1).cloned().unwrap_or_default();
-        let context = a.get(3).filter(|c| !c.is_empty()).cloned().unwrap_or_else(|| chan.context.clone());
+        let context = a
+            .get(3)
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .unwrap_or_else(|| chan.context.clone());
         if chan.state != ChannelState::Up {
             if opts.contains('s') {
                 pbx::set_var(chan, "BACKGROUNDSTATUS", "SUCCESS");
@@ -251,7 +333,7 @@ fn wait_exten<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResu
             .unwrap_or_else(|| response_timeout(chan));
         let opts = parse_options(a.get(1).map(|s| s.as_str()).unwrap_or(""));
         if has_opt(&opts, 'm') {
-            if let Some(g) = ToneGen::parse(crate::media::tone::us::RING, 8000).ok() {
+            if let Ok(g) = ToneGen::parse(crate::media::tone::us::RING, 8000) {
                 chan.start_generator(Box::new(ToneGenerator(g)));
             }
         }
@@ -281,9 +363,19 @@ fn control_playback<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, A
     Box::pin(async move {
         let a = split_args(args);
         let file = a.first().cloned().unwrap_or_default();
-        let skip: i64 = a.get(1).and_then(|s| s.trim().parse().ok()).filter(|s| *s > 0).unwrap_or(3000);
-        let key = |i: usize, def: &str| a.get(i).filter(|s| !s.is_empty()).cloned().unwrap_or_else(|| def.to_string());
-        let (ff, rew, stop, pause, restart) = (key(2, "#"), key(3, "*"), key(4, ""), key(5, ""), key(6, ""));
+        let skip: i64 = a
+            .get(1)
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(3000);
+        let key = |i: usize, def: &str| {
+            a.get(i)
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .unwrap_or_else(|| def.to_string())
+        };
+        let (ff, rew, stop, pause, restart) =
+            (key(2, "#"), key(3, "*"), key(4, ""), key(5, ""), key(6, ""));
         let Some(g) = open_sound(chan, &file) else {
             pbx::set_var(chan, "CPLAYBACKSTATUS", "ERROR");
             return AppResult::Continue;
@@ -341,7 +433,13 @@ fn control_playback<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, A
 }
 
 /// Collect up to `max` digits (0 = until `#`), `timeout` between digits. Returns None on hangup.
-pub async fn collect_digits(chan: &mut Channel, files: &[String], max: usize, timeout: Duration, terminator: Option<char>) -> Option<(String, bool)> {
+pub async fn collect_digits(
+    chan: &mut Channel,
+    files: &[String],
+    max: usize,
+    timeout: Duration,
+    terminator: Option<char>,
+) -> Option<(String, bool)> {
     let mut digits = String::new();
     let first = play_list(chan, files, "0123456789*#ABCD").await;
     match first {
@@ -385,14 +483,22 @@ fn read<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> {
             return AppResult::Continue;
         }
         let files = split_files(a.get(1).map(|s| s.as_str()).unwrap_or(""));
-        let max: usize = a.get(2).and_then(|s| s.trim().parse().ok()).unwrap_or(0).min(255);
+        let max: usize = a
+            .get(2)
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+            .min(255);
         let opts = parse_options(a.get(3).map(|s| s.as_str()).unwrap_or(""));
-        let attempts: usize = a.get(4).and_then(|s| s.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(1);
+        let attempts: usize = a
+            .get(4)
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
         let timeout = a
             .get(5)
             .and_then(|s| s.trim().parse::<f64>().ok())
             .filter(|t| *t > 0.0)
-            .map(|t| Duration::from_secs_f64(t))
+            .map(Duration::from_secs_f64)
             .unwrap_or_else(|| Duration::from_millis(digit_timeout(chan)));
         if chan.state != ChannelState::Up {
             if has_opt(&opts, 's') {
@@ -453,7 +559,11 @@ pub fn number_files(n: i64) -> Vec<String> {
             out.push(format!("digits/{}", v));
         }
     };
-    for (unit, name) in [(1_000_000_000i64, "digits/billion"), (1_000_000, "digits/million"), (1000, "digits/thousand")] {
+    for (unit, name) in [
+        (1_000_000_000i64, "digits/billion"),
+        (1_000_000, "digits/million"),
+        (1000, "digits/thousand"),
+    ] {
         if n >= unit {
             say_below_1000(n / unit, &mut out);
             out.push(name.into());
@@ -518,7 +628,9 @@ fn say_number<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResu
     Box::pin(async move {
         let a = split_args(args);
         let Some(n) = a.first().and_then(|s| s.trim().parse::<i64>().ok()) else {
-            tracing::warn!("SayNumber: first argument must be a number between -2147483647 and 2147483647");
+            tracing::warn!(
+                "SayNumber: first argument must be a number between -2147483647 and 2147483647"
+            );
             return AppResult::Continue;
         };
         say_result(say_files(chan, &number_files(n), "").await)
@@ -594,7 +706,14 @@ pub fn datetime_files(t: chrono::DateTime<chrono_tz::Tz>, format: &str) -> Vec<S
                     out.extend(number_files(m as i64));
                 }
             }
-            'P' | 'p' => out.push(if t.hour() < 12 { "digits/a-m" } else { "digits/p-m" }.into()),
+            'P' | 'p' => out.push(
+                if t.hour() < 12 {
+                    "digits/a-m"
+                } else {
+                    "digits/p-m"
+                }
+                .into(),
+            ),
             'S' => out.extend(number_files(t.second() as i64)),
             'R' => {
                 out.extend(number_files(t.hour() as i64));
@@ -612,10 +731,22 @@ pub fn datetime_files(t: chrono::DateTime<chrono_tz::Tz>, format: &str) -> Vec<S
 fn say_unixtime<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> {
     Box::pin(async move {
         let a = split_args(args);
-        let secs = a.first().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or_else(|| chrono::Utc::now().timestamp());
-        let tz: chrono_tz::Tz = a.get(1).and_then(|z| z.trim().parse().ok()).unwrap_or(chrono_tz::UTC);
-        let fmt = a.get(2).filter(|f| !f.is_empty()).cloned().unwrap_or_else(|| "ABdY 'digits/at' IMp".into());
-        let Some(t) = chrono::DateTime::from_timestamp(secs, 0) else { return AppResult::Continue };
+        let secs = a
+            .first()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let tz: chrono_tz::Tz = a
+            .get(1)
+            .and_then(|z| z.trim().parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        let fmt = a
+            .get(2)
+            .filter(|f| !f.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "ABdY 'digits/at' IMp".into());
+        let Some(t) = chrono::DateTime::from_timestamp(secs, 0) else {
+            return AppResult::Continue;
+        };
         let files = datetime_files(t.with_timezone(&tz), &fmt);
         say_result(say_files(chan, &files, "").await)
     })
@@ -693,7 +824,11 @@ fn record<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
                 return AppResult::Hangup;
             }
         }
-        let rec = if has_opt(&opts, 'a') { Recorder::append(&path) } else { Recorder::create(&path) };
+        let rec = if has_opt(&opts, 'a') {
+            Recorder::append(&path)
+        } else {
+            Recorder::create(&path)
+        };
         let mut rec = match rec {
             Ok(r) => r,
             Err(e) => {
@@ -702,10 +837,21 @@ fn record<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
                 return AppResult::Continue;
             }
         };
-        pbx::set_var(chan, "RECORDED_FILE", &path.with_extension("").display().to_string());
+        pbx::set_var(
+            chan,
+            "RECORDED_FILE",
+            &path.with_extension("").display().to_string(),
+        );
         chan.set_read_format(Some(crate::media::Format::Slin8));
-        let mut det = crate::media::energy::SilenceDetector::new(crate::media::energy::DEFAULT_SILENCE_THRESHOLD, 8000);
-        let deadline = if max_s > 0 { Some(Instant::now() + Duration::from_secs(max_s)) } else { None };
+        let mut det = crate::media::energy::SilenceDetector::new(
+            crate::media::energy::DEFAULT_SILENCE_THRESHOLD,
+            8000,
+        );
+        let deadline = if max_s > 0 {
+            Some(Instant::now() + Duration::from_secs(max_s))
+        } else {
+            None
+        };
         let any_dtmf = has_opt(&opts, 'y');
         let ignore_term = has_opt(&opts, 'x');
         let status;
@@ -722,11 +868,13 @@ fn record<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
                         }
                     }
                 }
-                ReadEvent::Dtmf(d) => {
-                    if (d == '#' && !ignore_term) || (any_dtmf && d != '#') || (d == '*' && has_opt(&opts, 't')) {
-                        status = "DTMF";
-                        break;
-                    }
+                ReadEvent::Dtmf(d)
+                    if (d == '#' && !ignore_term)
+                        || (any_dtmf && d != '#')
+                        || (d == '*' && has_opt(&opts, 't')) =>
+                {
+                    status = "DTMF";
+                    break;
                 }
                 ReadEvent::Timeout => {
                     status = "TIMEOUT";
@@ -741,8 +889,16 @@ fn record<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, AppResult> 
             }
         }
         chan.set_read_format(None);
-        let trim = if status == "SILENCE" { silence_s * 1000 } else { 0 };
-        let kept = if trim > 0 { rec.finish_trimmed(trim) } else { rec.finish() };
+        let trim = if status == "SILENCE" {
+            silence_s * 1000
+        } else {
+            0
+        };
+        let kept = if trim > 0 {
+            rec.finish_trimmed(trim)
+        } else {
+            rec.finish()
+        };
         if let Err(e) = kept {
             tracing::warn!("Record: {}", e);
         }
@@ -763,12 +919,25 @@ fn wait_for_silence<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, A
     Box::pin(async move {
         // WaitForSilence(silencerequired[,iterations[,timeout]])
         let a = split_args(args);
-        let need_ms: u64 = a.first().and_then(|s| s.trim().parse().ok()).unwrap_or(1000);
-        let iterations: u32 = a.get(1).and_then(|s| s.trim().parse().ok()).filter(|n| *n > 0).unwrap_or(1);
-        let timeout = a.get(2).and_then(|s| s.trim().parse::<f64>().ok()).filter(|t| *t > 0.0);
+        let need_ms: u64 = a
+            .first()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1000);
+        let iterations: u32 = a
+            .get(1)
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
+        let timeout = a
+            .get(2)
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0);
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
         chan.set_read_format(Some(crate::media::Format::Slin8));
-        let mut det = crate::media::energy::SilenceDetector::new(crate::media::energy::DEFAULT_SILENCE_THRESHOLD, 8000);
+        let mut det = crate::media::energy::SilenceDetector::new(
+            crate::media::energy::DEFAULT_SILENCE_THRESHOLD,
+            8000,
+        );
         let mut done = 0;
         let status = loop {
             match chan.read_until(deadline).await {
@@ -779,7 +948,10 @@ fn wait_for_silence<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, A
                         if done >= iterations {
                             break "SILENCE";
                         }
-                        det = crate::media::energy::SilenceDetector::new(crate::media::energy::DEFAULT_SILENCE_THRESHOLD, 8000);
+                        det = crate::media::energy::SilenceDetector::new(
+                            crate::media::energy::DEFAULT_SILENCE_THRESHOLD,
+                            8000,
+                        );
                     }
                 }
                 ReadEvent::Timeout => break "TIMEOUT",

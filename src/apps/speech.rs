@@ -8,7 +8,9 @@
 
 use super::parse_options;
 use crate::channel::{Channel, ChannelState, ReadEvent};
-use crate::dialplan::pbx::{self, AppDef, AppExec, AppResult, FuncDef, FuncRead, FuncResult, FuncWrite};
+use crate::dialplan::pbx::{
+    self, AppDef, AppExec, AppResult, FuncDef, FuncRead, FuncResult, FuncWrite,
+};
 use crate::dialplan::subst::split_args;
 use crate::events::{Event, EventClass};
 use crate::speech::{ResultsType, Speech, SpeechResult, SpeechState};
@@ -22,36 +24,112 @@ type SpeechStack = Vec<Speech>;
 
 pub fn apps() -> Vec<AppDef> {
     vec![
-        AppDef { name: "SpeechCreate", synopsis: "Create a Speech Structure", exec: AppExec::Async(speech_create) },
-        AppDef { name: "SpeechLoadGrammar", synopsis: "Load a Grammar", exec: AppExec::Sync(load_grammar) },
-        AppDef { name: "SpeechUnloadGrammar", synopsis: "Unload a Grammar", exec: AppExec::Sync(unload_grammar) },
-        AppDef { name: "SpeechActivateGrammar", synopsis: "Activate a grammar", exec: AppExec::Sync(activate_grammar) },
-        AppDef { name: "SpeechDeactivateGrammar", synopsis: "Deactivate a grammar", exec: AppExec::Sync(deactivate_grammar) },
-        AppDef { name: "SpeechStart", synopsis: "Start recognizing voice in the audio stream", exec: AppExec::Sync(speech_start) },
-        AppDef { name: "SpeechBackground", synopsis: "Play a sound file and wait for speech to be recognized", exec: AppExec::Async(speech_background) },
-        AppDef { name: "SpeechProcessingSound", synopsis: "Change background processing sound", exec: AppExec::Sync(processing_sound) },
-        AppDef { name: "SpeechDestroy", synopsis: "End speech recognition", exec: AppExec::Async(speech_destroy) },
+        AppDef {
+            name: "SpeechCreate",
+            synopsis: "Create a Speech Structure",
+            exec: AppExec::Async(speech_create),
+        },
+        AppDef {
+            name: "SpeechLoadGrammar",
+            synopsis: "Load a Grammar",
+            exec: AppExec::Sync(load_grammar),
+        },
+        AppDef {
+            name: "SpeechUnloadGrammar",
+            synopsis: "Unload a Grammar",
+            exec: AppExec::Sync(unload_grammar),
+        },
+        AppDef {
+            name: "SpeechActivateGrammar",
+            synopsis: "Activate a grammar",
+            exec: AppExec::Sync(activate_grammar),
+        },
+        AppDef {
+            name: "SpeechDeactivateGrammar",
+            synopsis: "Deactivate a grammar",
+            exec: AppExec::Sync(deactivate_grammar),
+        },
+        AppDef {
+            name: "SpeechStart",
+            synopsis: "Start recognizing voice in the audio stream",
+            exec: AppExec::Sync(speech_start),
+        },
+        AppDef {
+            name: "SpeechBackground",
+            synopsis: "Play a sound file and wait for speech to be recognized",
+            exec: AppExec::Async(speech_background),
+        },
+        AppDef {
+            name: "SpeechProcessingSound",
+            synopsis: "Change background processing sound",
+            exec: AppExec::Sync(processing_sound),
+        },
+        AppDef {
+            name: "SpeechDestroy",
+            synopsis: "End speech recognition",
+            exec: AppExec::Async(speech_destroy),
+        },
     ]
 }
 
 pub fn funcs() -> Vec<FuncDef> {
     vec![
-        FuncDef { name: "SPEECH", synopsis: "Gets information about speech recognition results", read: Some(FuncRead::Sync(speech_func)), write: None },
-        FuncDef { name: "SPEECH_SCORE", synopsis: "Gets the confidence score of a result", read: Some(FuncRead::Sync(|c, a| find_result(c, a).map(|r| r.score.to_string()))), write: None },
-        FuncDef { name: "SPEECH_TEXT", synopsis: "Gets the recognized text of a result", read: Some(FuncRead::Sync(|c, a| find_result(c, a).map(|r| r.text))), write: None },
-        FuncDef { name: "SPEECH_GRAMMAR", synopsis: "Gets the matched grammar of a result if available", read: Some(FuncRead::Sync(|c, a| find_result(c, a).map(|r| r.grammar.unwrap_or_default()))), write: None },
-        FuncDef { name: "SPEECH_ENGINE", synopsis: "Get or change a speech engine specific attribute", read: Some(FuncRead::Async(engine_get)), write: Some(FuncWrite::Async(engine_set)) },
-        FuncDef { name: "SPEECH_RESULTS_TYPE", synopsis: "Sets the type of results that will be returned", read: None, write: Some(FuncWrite::Async(results_type_set)) },
+        FuncDef {
+            name: "SPEECH",
+            synopsis: "Gets information about speech recognition results",
+            read: Some(FuncRead::Sync(speech_func)),
+            write: None,
+        },
+        FuncDef {
+            name: "SPEECH_SCORE",
+            synopsis: "Gets the confidence score of a result",
+            read: Some(FuncRead::Sync(|c, a| {
+                find_result(c, a).map(|r| r.score.to_string())
+            })),
+            write: None,
+        },
+        FuncDef {
+            name: "SPEECH_TEXT",
+            synopsis: "Gets the recognized text of a result",
+            read: Some(FuncRead::Sync(|c, a| find_result(c, a).map(|r| r.text))),
+            write: None,
+        },
+        FuncDef {
+            name: "SPEECH_GRAMMAR",
+            synopsis: "Gets the matched grammar of a result if available",
+            read: Some(FuncRead::Sync(|c, a| {
+                find_result(c, a).map(|r| r.grammar.unwrap_or_default())
+            })),
+            write: None,
+        },
+        FuncDef {
+            name: "SPEECH_ENGINE",
+            synopsis: "Get or change a speech engine specific attribute",
+            read: Some(FuncRead::Async(engine_get)),
+            write: Some(FuncWrite::Async(engine_set)),
+        },
+        FuncDef {
+            name: "SPEECH_RESULTS_TYPE",
+            synopsis: "Sets the type of results that will be returned",
+            read: None,
+            write: Some(FuncWrite::Async(results_type_set)),
+        },
     ]
 }
 
 /// The active speech object of a channel (used by AGI's SPEECH commands too).
 pub fn speech_mut(chan: &mut Channel) -> Option<&mut Speech> {
-    chan.datastores.get_mut(DATASTORE).and_then(|d| d.downcast_mut::<SpeechStack>()).and_then(|s| s.last_mut())
+    chan.datastores
+        .get_mut(DATASTORE)
+        .and_then(|d| d.downcast_mut::<SpeechStack>())
+        .and_then(|s| s.last_mut())
 }
 
 fn speech_ref(chan: &Channel) -> Option<&Speech> {
-    chan.datastores.get(DATASTORE).and_then(|d| d.downcast_ref::<SpeechStack>()).and_then(|s| s.last())
+    chan.datastores
+        .get(DATASTORE)
+        .and_then(|d| d.downcast_ref::<SpeechStack>())
+        .and_then(|s| s.last())
 }
 
 /// Create a speech object on `engine` ("" = default). Sets ERROR like SpeechCreate.
@@ -59,7 +137,10 @@ pub async fn create(chan: &mut Channel, engine: &str) -> Result<(), String> {
     let e = chan.core.speech.find(engine).map_err(|e| e.to_string())?;
     let formats = [chan.native_format()];
     let sp = Speech::new(e, &formats).await.map_err(|e| e.to_string())?;
-    let stack = chan.datastores.entry(DATASTORE).or_insert_with(|| Box::new(SpeechStack::new()));
+    let stack = chan
+        .datastores
+        .entry(DATASTORE)
+        .or_insert_with(|| Box::new(SpeechStack::new()));
     if let Some(s) = stack.downcast_mut::<SpeechStack>() {
         s.push(sp);
     }
@@ -95,7 +176,11 @@ pub fn grammar_path(chan: &Channel, path: &str) -> std::path::PathBuf {
     chan.core.dirs.grammars.join(&p)
 }
 
-fn grammar_op(chan: &mut Channel, what: &str, f: impl FnOnce(&mut Speech) -> Result<(), crate::speech::SpeechError>) -> AppResult {
+fn grammar_op(
+    chan: &mut Channel,
+    what: &str,
+    f: impl FnOnce(&mut Speech) -> Result<(), crate::speech::SpeechError>,
+) -> AppResult {
     let name = chan.name.clone();
     match speech_mut(chan) {
         None => AppResult::Hangup,
@@ -116,22 +201,30 @@ fn load_grammar(chan: &mut Channel, args: &str) -> AppResult {
         return AppResult::Hangup;
     }
     let path = grammar_path(chan, &a[1]);
-    grammar_op(chan, "SpeechLoadGrammar", |sp| sp.session.load_grammar(a[0].trim(), &path))
+    grammar_op(chan, "SpeechLoadGrammar", |sp| {
+        sp.session.load_grammar(a[0].trim(), &path)
+    })
 }
 
 fn unload_grammar(chan: &mut Channel, args: &str) -> AppResult {
     let n = args.trim().to_string();
-    grammar_op(chan, "SpeechUnloadGrammar", |sp| sp.session.unload_grammar(&n))
+    grammar_op(chan, "SpeechUnloadGrammar", |sp| {
+        sp.session.unload_grammar(&n)
+    })
 }
 
 fn activate_grammar(chan: &mut Channel, args: &str) -> AppResult {
     let n = args.trim().to_string();
-    grammar_op(chan, "SpeechActivateGrammar", |sp| sp.session.activate_grammar(&n))
+    grammar_op(chan, "SpeechActivateGrammar", |sp| {
+        sp.session.activate_grammar(&n)
+    })
 }
 
 fn deactivate_grammar(chan: &mut Channel, args: &str) -> AppResult {
     let n = args.trim().to_string();
-    grammar_op(chan, "SpeechDeactivateGrammar", |sp| sp.session.deactivate_grammar(&n))
+    grammar_op(chan, "SpeechDeactivateGrammar", |sp| {
+        sp.session.deactivate_grammar(&n)
+    })
 }
 
 fn speech_start(chan: &mut Channel, _args: &str) -> AppResult {
@@ -139,15 +232,25 @@ fn speech_start(chan: &mut Channel, _args: &str) -> AppResult {
 }
 
 fn processing_sound(chan: &mut Channel, args: &str) -> AppResult {
-    let Some(sp) = speech_mut(chan) else { return AppResult::Hangup };
+    let Some(sp) = speech_mut(chan) else {
+        return AppResult::Hangup;
+    };
     let s = args.trim();
-    sp.processing_sound = if s.is_empty() || s.eq_ignore_ascii_case("none") { None } else { Some(s.to_string()) };
+    sp.processing_sound = if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        None
+    } else {
+        Some(s.to_string())
+    };
     AppResult::Continue
 }
 
 fn speech_destroy<'a>(chan: &'a mut Channel, _args: &'a str) -> BoxFuture<'a, AppResult> {
     Box::pin(async move {
-        let popped = chan.datastores.get_mut(DATASTORE).and_then(|d| d.downcast_mut::<SpeechStack>()).and_then(|s| s.pop());
+        let popped = chan
+            .datastores
+            .get_mut(DATASTORE)
+            .and_then(|d| d.downcast_mut::<SpeechStack>())
+            .and_then(|s| s.pop());
         match popped {
             Some(mut sp) => {
                 sp.destroy().await;
@@ -180,7 +283,10 @@ fn speech_func(chan: &mut Channel, args: &str) -> FuncResult {
 fn find_result(chan: &mut Channel, args: &str) -> Result<SpeechResult, String> {
     let sp = speech_ref(chan).ok_or_else(String::new)?;
     let (nbest, n) = match args.trim().split_once('/') {
-        Some((a, b)) => (a.trim().parse::<i32>().unwrap_or(0), b.trim().parse::<usize>().unwrap_or(0)),
+        Some((a, b)) => (
+            a.trim().parse::<i32>().unwrap_or(0),
+            b.trim().parse::<usize>().unwrap_or(0),
+        ),
         None => (0, args.trim().parse::<usize>().unwrap_or(0)),
     };
     let g = sp.shared.lock();
@@ -193,11 +299,18 @@ fn find_result(chan: &mut Channel, args: &str) -> Result<SpeechResult, String> {
 fn engine_get<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, FuncResult> {
     Box::pin(async move {
         let sp = speech_mut(chan).ok_or_else(String::new)?;
-        sp.session.get_setting(args.trim()).await.map_err(|e| e.to_string())
+        sp.session
+            .get_setting(args.trim())
+            .await
+            .map_err(|e| e.to_string())
     })
 }
 
-fn engine_set<'a>(chan: &'a mut Channel, args: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), String>> {
+fn engine_set<'a>(
+    chan: &'a mut Channel,
+    args: &'a str,
+    value: &'a str,
+) -> BoxFuture<'a, Result<(), String>> {
     Box::pin(async move {
         let sp = speech_mut(chan).ok_or_else(String::new)?;
         if let Err(e) = sp.session.change(args.trim(), value).await {
@@ -207,9 +320,15 @@ fn engine_set<'a>(chan: &'a mut Channel, args: &'a str, value: &'a str) -> BoxFu
     })
 }
 
-fn results_type_set<'a>(chan: &'a mut Channel, _args: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), String>> {
+fn results_type_set<'a>(
+    chan: &'a mut Channel,
+    _args: &'a str,
+    value: &'a str,
+) -> BoxFuture<'a, Result<(), String>> {
     Box::pin(async move {
-        let Some(t) = ResultsType::parse(value) else { return Ok(()) };
+        let Some(t) = ResultsType::parse(value) else {
+            return Ok(());
+        };
         let sp = speech_mut(chan).ok_or_else(String::new)?;
         let _ = sp.change_results_type(t).await;
         Ok(())
@@ -226,8 +345,15 @@ pub enum BgEnd {
 /// The SpeechBackground loop (B.4), shared with AGI `SPEECH RECOGNIZE`.
 /// `timeout_s`: None = no timeout; Some(0.0) = finish when the prompts end.
 /// Returns the end reason and the DTMF collected.
-pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option<f64>, partial: bool) -> (BgEnd, String) {
-    let dtmf_maxlen: usize = pbx::get_var(chan, "SPEECH_DTMF_MAXLEN").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+pub async fn background(
+    chan: &mut Channel,
+    sounds: &[String],
+    timeout_s: Option<f64>,
+    partial: bool,
+) -> (BgEnd, String) {
+    let dtmf_maxlen: usize = pbx::get_var(chan, "SPEECH_DTMF_MAXLEN")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let terminator: Option<char> = match chan.vars.get("SPEECH_DTMF_TERMINATOR") {
         None => Some('#'),
         Some(s) => s.chars().next(),
@@ -239,7 +365,9 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
         Some(t) => (t * 1000.0) as i64,
     };
     {
-        let Some(sp) = speech_mut(chan) else { return (BgEnd::Finished, String::new()) };
+        let Some(sp) = speech_mut(chan) else {
+            return (BgEnd::Finished, String::new());
+        };
         let st = sp.state();
         if st == SpeechState::NotReady || st == SpeechState::Done {
             sp.shared.set_state(SpeechState::NotReady);
@@ -253,7 +381,12 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
     chan.stop_generator();
     let started_at = Instant::now();
     chan.publish(Event::new("SpeechStart", EventClass::Speech).field("Prompts", sounds.join("&")));
-    let mut files = sounds.iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().into_iter();
+    let mut files = sounds
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter();
     let mut quieted = false;
     let mut dtmf = String::new();
     let mut started: Option<Instant> = None;
@@ -269,7 +402,9 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
                         chan.start_generator(g);
                         prompt_playing = true;
                     }
-                    None => tracing::warn!("{}: SpeechBackground: sound '{}' not found", chan.name, f),
+                    None => {
+                        tracing::warn!("{}: SpeechBackground: sound '{}' not found", chan.name, f)
+                    }
                 }
                 continue;
             }
@@ -284,7 +419,10 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
             _ = sp_shared.changed() => None,
         };
         if let Some(s) = started {
-            if (!quieted || !dtmf.is_empty()) && timeout_ms > 0 && s.elapsed().as_millis() as i64 >= timeout_ms {
+            if (!quieted || !dtmf.is_empty())
+                && timeout_ms > 0
+                && s.elapsed().as_millis() as i64 >= timeout_ms
+            {
                 break BgEnd::Finished;
             }
         }
@@ -300,13 +438,26 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
             quieted = true;
             if !barge_reported {
                 barge_reported = true;
-                let ms = sp_shared.lock().timing.onset.map(|o| o.saturating_duration_since(started_at).as_millis()).unwrap_or(0);
-                chan.publish(Event::new("SpeechBargeIn", EventClass::Speech).field("OffsetMs", ms.to_string()));
+                let ms = sp_shared
+                    .lock()
+                    .timing
+                    .onset
+                    .map(|o| o.saturating_duration_since(started_at).as_millis())
+                    .unwrap_or(0);
+                chan.publish(
+                    Event::new("SpeechBargeIn", EventClass::Speech)
+                        .field("OffsetMs", ms.to_string()),
+                );
             }
         }
         match state {
             SpeechState::Ready => {
-                if !quieted && !chan.generator_active() && timeout_ms != 0 && started.is_none() && files.len() == 0 {
+                if !quieted
+                    && !chan.generator_active()
+                    && timeout_ms != 0
+                    && started.is_none()
+                    && files.len() == 0
+                {
                     if timeout_ms == -1 {
                         break BgEnd::Finished;
                     }
@@ -361,10 +512,8 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
                 }
             }
             Some(ReadEvent::Hangup) | Some(ReadEvent::Interrupted) => break 'outer BgEnd::Hangup,
-            Some(ReadEvent::StreamDone) => {
-                if prompt_playing && files.len() == 0 {
-                    prompt_playing = false;
-                }
+            Some(ReadEvent::StreamDone) if prompt_playing && files.len() == 0 => {
+                prompt_playing = false
             }
             _ => {}
         }
@@ -377,7 +526,12 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
             sp.shared.set_results(r);
         }
         if !dtmf.is_empty() {
-            sp.shared.set_results(Some(vec![SpeechResult { text: dtmf.clone(), score: 1000, grammar: Some("dtmf".into()), nbest: 0 }]));
+            sp.shared.set_results(Some(vec![SpeechResult {
+                text: dtmf.clone(),
+                score: 1000,
+                grammar: Some("dtmf".into()),
+                nbest: 0,
+            }]));
             let _ = sp.dtmf(&dtmf).await;
             sp.shared.set_state(SpeechState::NotReady);
         }
@@ -386,10 +540,21 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
         let t = g.timing;
         event = event
             .field("Engine", sp.engine.name().to_string())
-            .field("Text", best.as_ref().map(|b| b.text.clone()).unwrap_or_default())
-            .field("Score", best.as_ref().map(|b| b.score.to_string()).unwrap_or_default())
+            .field(
+                "Text",
+                best.as_ref().map(|b| b.text.clone()).unwrap_or_default(),
+            )
+            .field(
+                "Score",
+                best.as_ref()
+                    .map(|b| b.score.to_string())
+                    .unwrap_or_default(),
+            )
             .field("Grammar", best.and_then(|b| b.grammar).unwrap_or_default())
-            .field("Results", g.results.as_ref().map(|r| r.len()).unwrap_or(0).to_string())
+            .field(
+                "Results",
+                g.results.as_ref().map(|r| r.len()).unwrap_or(0).to_string(),
+            )
             .field("Error", g.error.clone().unwrap_or_default())
             .field(
                 "LatencyMs",
@@ -398,7 +563,10 @@ pub async fn background(chan: &mut Channel, sounds: &[String], timeout_s: Option
                     _ => String::new(),
                 },
             )
-            .field("InferenceMs", ((t.inference_secs * 1000.0) as u64).to_string());
+            .field(
+                "InferenceMs",
+                ((t.inference_secs * 1000.0) as u64).to_string(),
+            );
         if let Some(e) = g.error.clone() {
             drop(g);
             chan.vars.set("SPEECH_ERROR", &e);
@@ -429,9 +597,14 @@ fn speech_background<'a>(chan: &'a mut Channel, args: &'a str) -> BoxFuture<'a, 
         let timeout = if sound.trim().is_empty() {
             None
         } else {
-            a.get(1).filter(|t| !t.trim().is_empty()).map(|t| t.trim().parse::<f64>().unwrap_or(0.0).max(0.0))
+            a.get(1)
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| t.trim().parse::<f64>().unwrap_or(0.0).max(0.0))
         };
-        let sounds: Vec<String> = sound.split('&').map(|s| s.trim().trim_matches('\'').to_string()).collect();
+        let sounds: Vec<String> = sound
+            .split('&')
+            .map(|s| s.trim().trim_matches('\'').to_string())
+            .collect();
         let (end, _) = background(chan, &sounds, timeout, super::has_opt(&opts, 'p')).await;
         if end == BgEnd::Hangup {
             AppResult::Hangup

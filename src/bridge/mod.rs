@@ -36,7 +36,11 @@ fn bridge_event(name: &'static str, id: &str, n: usize) -> Event {
 /// Relay media, DTMF and indications between two legs until one hangs up (or must return).
 /// Both legs stay owned by the caller of this function.
 pub async fn two_party(a: &mut Channel, b: &mut Channel, opts: &BridgeOpts) -> Side {
-    let id = format!("{:08x}-bridge-{}", a.core.start_epoch as u32, NEXT_BRIDGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let id = format!(
+        "{:08x}-bridge-{}",
+        a.core.start_epoch as u32,
+        NEXT_BRIDGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     a.core.bus.publish(bridge_event("BridgeCreate", &id, 0));
     a.bridged_to = Some(b.name.clone());
     b.bridged_to = Some(a.name.clone());

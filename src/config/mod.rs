@@ -59,7 +59,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: &Path, line: usize, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_path_buf(), line, message: message.into() }
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            message: message.into(),
+        }
     }
     /// An error about a value, located at the entry.
     pub fn at(entry: &Entry, message: impl Into<String>) -> Self {
@@ -70,11 +74,15 @@ impl ConfigError {
 impl ConfFile {
     /// Non-template sections with this name (case-sensitive, as Asterisk).
     pub fn sections_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Section> + 'a {
-        self.sections.iter().filter(move |s| s.name == name && !s.is_template)
+        self.sections
+            .iter()
+            .filter(move |s| s.name == name && !s.is_template)
     }
     /// The first non-template section with this name.
     pub fn section(&self, name: &str) -> Option<&Section> {
-        self.sections.iter().find(|s| s.name == name && !s.is_template)
+        self.sections
+            .iter()
+            .find(|s| s.name == name && !s.is_template)
     }
     /// All non-template sections.
     pub fn real_sections(&self) -> impl Iterator<Item = &Section> {
@@ -93,14 +101,24 @@ impl ConfFile {
 impl Section {
     /// Last value of `key` (later lines override earlier ones, templates come first).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().rev().find(|e| e.key.eq_ignore_ascii_case(key)).map(|e| e.value.as_str())
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case(key))
+            .map(|e| e.value.as_str())
     }
     pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().rev().find(|e| e.key.eq_ignore_ascii_case(key))
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case(key))
     }
     /// Every value of `key`, in order.
     pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.entries.iter().filter(move |e| e.key.eq_ignore_ascii_case(key)).map(|e| e.value.as_str())
+        self.entries
+            .iter()
+            .filter(move |e| e.key.eq_ignore_ascii_case(key))
+            .map(|e| e.value.as_str())
     }
     /// Asterisk truth values: yes/true/y/t/1/on.
     pub fn get_bool(&self, key: &str) -> Option<bool> {
@@ -118,5 +136,8 @@ impl Section {
 
 /// `ast_true`.
 pub fn is_true(v: &str) -> bool {
-    matches!(v.trim().to_ascii_lowercase().as_str(), "yes" | "true" | "y" | "t" | "1" | "on")
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "yes" | "true" | "y" | "t" | "1" | "on"
+    )
 }

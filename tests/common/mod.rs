@@ -37,7 +37,7 @@ pub fn free_udp_port() -> u16 {
 pub fn free_rtp_range(count: u16) -> u16 {
     loop {
         let p = free_udp_port() & !1;
-        if p > 60000 || p < 1024 {
+        if !(1024..=60000).contains(&p) {
             continue;
         }
         if (0..count).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok()) {

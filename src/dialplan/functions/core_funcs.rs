@@ -319,7 +319,7 @@ pub fn response_timeout(chan: &Channel) -> u64 {
 }
 
 fn fmt_secs(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         (ms / 1000).to_string()
     } else {
         format!("{:.3}", ms as f64 / 1000.0)
