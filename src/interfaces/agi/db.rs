@@ -25,7 +25,11 @@ pub struct AstDb {
 }
 
 fn full_key(family: &str, key: &str) -> String {
-    format!("/{}/{}", family.trim_matches('/'), key.trim_start_matches('/'))
+    format!(
+        "/{}/{}",
+        family.trim_matches('/'),
+        key.trim_start_matches('/')
+    )
 }
 
 fn prefix_of(family: &str) -> String {
@@ -56,7 +60,9 @@ impl AstDb {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS astdb(key VARCHAR(256), value VARCHAR(256), PRIMARY KEY(key));",
         )?;
-        Ok(AstDb { conn: Mutex::new(conn) })
+        Ok(AstDb {
+            conn: Mutex::new(conn),
+        })
     }
 
     pub fn put(&self, family: &str, key: &str, value: &str) -> Result<(), DbError> {
@@ -71,13 +77,20 @@ impl AstDb {
         Ok(self
             .conn
             .lock()
-            .query_row("SELECT value FROM astdb WHERE key=?1", params![full_key(family, key)], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM astdb WHERE key=?1",
+                params![full_key(family, key)],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     /// Delete one key; true if it existed.
     pub fn del(&self, family: &str, key: &str) -> Result<bool, DbError> {
-        let n = self.conn.lock().execute("DELETE FROM astdb WHERE key=?1", params![full_key(family, key)])?;
+        let n = self.conn.lock().execute(
+            "DELETE FROM astdb WHERE key=?1",
+            params![full_key(family, key)],
+        )?;
         Ok(n > 0)
     }
 
@@ -154,12 +167,18 @@ fn db_read(chan: &mut Channel, args: &str) -> Result<String, String> {
 }
 
 fn db_write(chan: &mut Channel, args: &str, value: &str) -> Result<(), String> {
-    let (f, k) = split_family_key(args).ok_or("DB requires an argument, DB(<family>/<key>)=<value>")?;
-    astdb(&chan.core).map_err(|e| e.to_string())?.put(f, k, value).map_err(|e| e.to_string())
+    let (f, k) =
+        split_family_key(args).ok_or("DB requires an argument, DB(<family>/<key>)=<value>")?;
+    astdb(&chan.core)
+        .map_err(|e| e.to_string())?
+        .put(f, k, value)
+        .map_err(|e| e.to_string())
 }
 
 fn db_exists(chan: &mut Channel, args: &str) -> Result<String, String> {
-    let Some((f, k)) = split_family_key(args) else { return Ok("0".into()) };
+    let Some((f, k)) = split_family_key(args) else {
+        return Ok("0".into());
+    };
     let db = astdb(&chan.core).map_err(|e| e.to_string())?;
     match db.get(f, k).map_err(|e| e.to_string())? {
         Some(v) => {
@@ -171,7 +190,8 @@ fn db_exists(chan: &mut Channel, args: &str) -> Result<String, String> {
 }
 
 fn db_delete(chan: &mut Channel, args: &str) -> Result<String, String> {
-    let (f, k) = split_family_key(args).ok_or("DB_DELETE requires an argument, DB_DELETE(<family>/<key>)")?;
+    let (f, k) = split_family_key(args)
+        .ok_or("DB_DELETE requires an argument, DB_DELETE(<family>/<key>)")?;
     let db = astdb(&chan.core).map_err(|e| e.to_string())?;
     let v = db.get(f, k).map_err(|e| e.to_string())?;
     if v.is_some() {
@@ -183,9 +203,24 @@ fn db_delete(chan: &mut Channel, args: &str) -> Result<String, String> {
 /// The `DB`, `DB_EXISTS` and `DB_DELETE` functions.
 pub fn funcs() -> Vec<FuncDef> {
     vec![
-        FuncDef { name: "DB", synopsis: "Read from or write to the Asterisk database", read: Some(FuncRead::Sync(db_read)), write: Some(FuncWrite::Sync(db_write)) },
-        FuncDef { name: "DB_EXISTS", synopsis: "Check to see if a key exists in the Asterisk database", read: Some(FuncRead::Sync(db_exists)), write: None },
-        FuncDef { name: "DB_DELETE", synopsis: "Return a value from the database and delete it", read: Some(FuncRead::Sync(db_delete)), write: None },
+        FuncDef {
+            name: "DB",
+            synopsis: "Read from or write to the Asterisk database",
+            read: Some(FuncRead::Sync(db_read)),
+            write: Some(FuncWrite::Sync(db_write)),
+        },
+        FuncDef {
+            name: "DB_EXISTS",
+            synopsis: "Check to see if a key exists in the Asterisk database",
+            read: Some(FuncRead::Sync(db_exists)),
+            write: None,
+        },
+        FuncDef {
+            name: "DB_DELETE",
+            synopsis: "Return a value from the database and delete it",
+            read: Some(FuncRead::Sync(db_delete)),
+            write: None,
+        },
     ]
 }
 
