@@ -810,7 +810,7 @@ async fn run_command(
             stream_reply(end, pos)
         }
         "CONTROL STREAM FILE" => {
-            let skip = arg(argv, 4)
+            let skip = arg(argv, 5)
                 .parse::<i64>()
                 .ok()
                 .filter(|v| *v > 0)
@@ -821,12 +821,12 @@ async fn run_command(
             };
             let ctl = Control {
                 skip_ms: skip,
-                ff: c(5, '#'),
-                rew: c(6, '*'),
-                pause: argv.get(7).and_then(|s| s.chars().next()),
+                ff: c(6, '#'),
+                rew: c(7, '*'),
+                pause: argv.get(8).and_then(|s| s.chars().next()),
             };
-            let offset = arg(argv, 8).parse::<u64>().unwrap_or(0) * 8;
-            let (end, pos) = stream(chan, arg(argv, 2), arg(argv, 3), offset, Some(&ctl)).await;
+            let offset = arg(argv, 9).parse::<u64>().unwrap_or(0) * 8;
+            let (end, pos) = stream(chan, arg(argv, 3), arg(argv, 4), offset, Some(&ctl)).await;
             let status = match end {
                 StreamEnd::Done => "SUCCESS",
                 StreamEnd::Digit(_) => "USERSTOPPED",
@@ -950,13 +950,13 @@ async fn run_command(
             Some(v) => AgiResult::new(1).data(v).line(),
             None => r(0),
         },
-        "GET FULL VARIABLE" => match other_channel(chan, arg(argv, 3)) {
+        "GET FULL VARIABLE" => match other_channel(chan, arg(argv, 4)) {
             Some(None) => {
-                let v = pbx::substitute_str(chan, arg(argv, 2)).await;
+                let v = pbx::substitute_str(chan, arg(argv, 3)).await;
                 AgiResult::new(1).data(v).line()
             }
             Some(Some(h)) => {
-                let expr = arg(argv, 2).to_string();
+                let expr = arg(argv, 3).to_string();
                 match h.run(move |c| simple_subst(c, &expr)).await {
                     Some(v) => AgiResult::new(1).data(v).line(),
                     None => r(0),

@@ -17,12 +17,20 @@ pub fn repo() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A free UDP port on 127.0.0.1.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An even UDP port range [start, start+count) that is free now (for RTP).
@@ -59,7 +67,10 @@ impl TestPbx {
         if !has_main {
             std::fs::write(
                 dir.path().join("voxpbx.conf"),
-                format!("[directories]\nrun = {}\n[options]\nverbose = 5\n", run.display()),
+                format!(
+                    "[directories]\nrun = {}\n[options]\nverbose = 5\n",
+                    run.display()
+                ),
             )
             .unwrap();
         }
@@ -74,7 +85,11 @@ impl TestPbx {
             .expect("start voxpbx");
         let pbx = TestPbx { dir, child };
         let out = pbx.rx_wait("core waitfullybooted", 20);
-        assert!(out.contains("fully booted"), "voxpbx did not boot: {out}\nlog:\n{}", pbx.log());
+        assert!(
+            out.contains("fully booted"),
+            "voxpbx did not boot: {out}\nlog:\n{}",
+            pbx.log()
+        );
         pbx
     }
 
@@ -118,7 +133,10 @@ impl TestPbx {
     pub fn wait_no_channels(&self, secs: u64) -> bool {
         let end = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < end {
-            if self.rx("core show channels count").starts_with("0 active channels") {
+            if self
+                .rx("core show channels count")
+                .starts_with("0 active channels")
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));
