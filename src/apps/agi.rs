@@ -276,7 +276,7 @@ impl Conn {
                 Some(Err(_)) => return Next::TooLong,
                 None => {}
             }
-            let exit_on_hangup = chan.vars.get("AGIEXITONHANGUP").is_some_and(|v| is_true(v));
+            let exit_on_hangup = chan.vars.get("AGIEXITONHANGUP").is_some_and(is_true);
             if self.dead && exit_on_hangup {
                 return Next::Stop;
             }
