@@ -251,6 +251,13 @@ fn local_agi_script_and_sighup() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let eagi = agi_dir.join("eagi.sh");
+    std::fs::write(
+        &eagi,
+        "#!/bin/sh\nwhile read line; do [ -z \"$line\" ] && break; done\necho ANSWER\nread reply\nhead -c 3200 <&3 > \"$1.tmp\"\nmv \"$1.tmp\" \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&eagi, std::fs::Permissions::from_mode(0o755)).unwrap();
     let result = out.path().join("local.json");
     let conf = format!(
         "[directories]\nrun = {{DIR}}/run\nagi = {}\ndata = {{DIR}}/data\n[options]\nverbose = 5\n",
@@ -263,7 +270,12 @@ exten => 710,1,AGI(local.sh,{})
  same => n,Hangup()
 exten => 711,1,AGI(does-not-exist.sh)
  same => n,System(echo "${{AGISTATUS}}" > {{DIR}}/notfound.txt)
-exten => h,1,System(echo "${{AGISTATUS}} ${{LOCALVAR}}" > {{DIR}}/agistatus.txt)
+exten => 712,1,EAGI(eagi.sh,{{DIR}}/eagi.raw)
+ same => n,System(echo "${{AGISTATUS}}" > {{DIR}}/eagistatus.txt)
+ same => n,Hangup()
+exten => h,1,GotoIf($["${{LOCALVAR}}" = ""]?done)
+ same => n,System(echo "${{AGISTATUS}} ${{LOCALVAR}}" > {{DIR}}/agistatus.txt)
+ same => n(done),NoOp()
 "#,
         result.display()
     );
