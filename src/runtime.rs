@@ -126,6 +126,7 @@ pub async fn boot(p: Prepared) -> anyhow::Result<Arc<Core>> {
     crate::apps::register_all(&core);
     crate::dialplan::functions::register_all(&core);
     crate::console::register_builtin(&core);
+    crate::interfaces::agi::db::register(&core);
     if let Err(e) = crate::interfaces::ami::server::start(core.clone()).await {
         tracing::error!("AMI: {e}");
     }

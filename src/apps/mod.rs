@@ -1,4 +1,5 @@
 //! Dialplan applications, one file per family.
+pub mod agi;
 pub mod basic;
 pub mod dial;
 pub mod flow;
@@ -14,6 +15,7 @@ pub fn register_all(core: &Core) {
     crate::dialplan::pbx::register_apps(core, dial::apps());
     crate::dialplan::pbx::register_apps(core, playback::apps());
     crate::dialplan::pbx::register_apps(core, speech::apps());
+    crate::dialplan::pbx::register_apps(core, agi::apps());
     crate::dialplan::pbx::register_funcs(core, speech::funcs());
 }
 
