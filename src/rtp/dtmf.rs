@@ -25,7 +25,10 @@ impl DtmfPayload {
     /// Parses the first event of a payload (extra bytes are ignored; the R bit is ignored).
     pub fn parse(d: &[u8]) -> Result<DtmfPayload, PacketError> {
         if d.len() < Self::LEN {
-            return Err(PacketError::TooShort { len: d.len(), need: Self::LEN });
+            return Err(PacketError::TooShort {
+                len: d.len(),
+                need: Self::LEN,
+            });
         }
         Ok(DtmfPayload {
             event: d[0],
@@ -37,7 +40,12 @@ impl DtmfPayload {
 
     pub fn to_bytes(&self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
-        [self.event, if self.end { 0x80 } else { 0 } | (self.volume & 0x3f), d[0], d[1]]
+        [
+            self.event,
+            if self.end { 0x80 } else { 0 } | (self.volume & 0x3f),
+            d[0],
+            d[1],
+        ]
     }
 }
 
@@ -102,7 +110,10 @@ pub struct DtmfReceiver {
 
 impl DtmfReceiver {
     pub fn new(end_timeout: Duration) -> DtmfReceiver {
-        DtmfReceiver { current: None, end_timeout }
+        DtmfReceiver {
+            current: None,
+            end_timeout,
+        }
     }
 
     /// Handles one telephone-event packet (`ts`/`marker` from its RTP header, clock `rate`).
@@ -127,7 +138,10 @@ impl DtmfReceiver {
                     cur.last_at = now;
                     if p.end {
                         cur.ended = true;
-                        emit(DtmfEvent::End { digit: cur.digit, duration_ms: cur.duration_ms() });
+                        emit(DtmfEvent::End {
+                            digit: cur.digit,
+                            duration_ms: cur.duration_ms(),
+                        });
                     }
                 }
                 return Ok(()); // an end retransmission or a stale update
@@ -136,14 +150,18 @@ impl DtmfReceiver {
                 return Ok(()); // a late packet of an earlier event
             }
             // Next segment of a long event: same event, no marker, starting where the last ended.
-            if !cur.ended && cur.event == p.event && !marker && delta as u32 <= cur.duration + rate {
+            if !cur.ended && cur.event == p.event && !marker && delta as u32 <= cur.duration + rate
+            {
                 cur.base += delta as u32;
                 cur.ts = ts;
                 cur.duration = p.duration as u32;
                 cur.last_at = now;
                 if p.end {
                     cur.ended = true;
-                    emit(DtmfEvent::End { digit: cur.digit, duration_ms: cur.duration_ms() });
+                    emit(DtmfEvent::End {
+                        digit: cur.digit,
+                        duration_ms: cur.duration_ms(),
+                    });
                 }
                 return Ok(());
             }
@@ -161,7 +179,10 @@ impl DtmfReceiver {
         };
         emit(DtmfEvent::Begin { digit });
         if ev.ended {
-            emit(DtmfEvent::End { digit, duration_ms: ev.duration_ms() });
+            emit(DtmfEvent::End {
+                digit,
+                duration_ms: ev.duration_ms(),
+            });
         }
         self.current = Some(ev);
         Ok(())
@@ -178,7 +199,10 @@ impl DtmfReceiver {
 
     /// When [`poll`](Self::poll) must next be called, if an event is in progress.
     pub fn deadline(&self) -> Option<Instant> {
-        self.current.as_ref().filter(|c| !c.ended).map(|c| c.last_at + self.end_timeout)
+        self.current
+            .as_ref()
+            .filter(|c| !c.ended)
+            .map(|c| c.last_at + self.end_timeout)
     }
 
     /// Ends the event in progress now (SSRC change, stream stop). Keeps its timestamp so that
@@ -187,7 +211,10 @@ impl DtmfReceiver {
         if let Some(cur) = &mut self.current {
             if !cur.ended {
                 cur.ended = true;
-                emit(DtmfEvent::End { digit: cur.digit, duration_ms: cur.duration_ms() });
+                emit(DtmfEvent::End {
+                    digit: cur.digit,
+                    duration_ms: cur.duration_ms(),
+                });
             }
         }
     }
@@ -231,9 +258,19 @@ pub struct DtmfSender {
 impl DtmfSender {
     /// A sender for `digit` lasting `duration_ms` (at least one interval, at most 0xFFFF units)
     /// at telephone-event clock `rate`. `None` when `digit` is not a DTMF digit.
-    pub fn new(now: Instant, digit: char, duration_ms: u32, rate: u32, interval: Duration) -> Option<DtmfSender> {
+    pub fn new(
+        now: Instant,
+        digit: char,
+        duration_ms: u32,
+        rate: u32,
+        interval: Duration,
+    ) -> Option<DtmfSender> {
         let event = digit_to_event(digit)?;
-        let interval = if interval.is_zero() { Duration::from_millis(20) } else { interval };
+        let interval = if interval.is_zero() {
+            Duration::from_millis(20)
+        } else {
+            interval
+        };
         let step = super::duration_to_units(interval, rate).clamp(1, 0xffff);
         let total = ((duration_ms as u64 * rate as u64 / 1000).min(0xffff) as u32).max(step);
         Some(DtmfSender {
@@ -297,7 +334,12 @@ impl DtmfSender {
     fn packet(&self, marker: bool, duration: u32, end: bool) -> DtmfPacket {
         DtmfPacket {
             marker,
-            payload: DtmfPayload { event: self.event, end, volume: self.volume, duration: duration as u16 },
+            payload: DtmfPayload {
+                event: self.event,
+                end,
+                volume: self.volume,
+                duration: duration as u16,
+            },
         }
     }
 }
@@ -311,12 +353,23 @@ mod tests {
     }
 
     fn pl(event: u8, end: bool, duration: u16) -> [u8; 4] {
-        DtmfPayload { event, end, volume: 10, duration }.to_bytes()
+        DtmfPayload {
+            event,
+            end,
+            volume: 10,
+            duration,
+        }
+        .to_bytes()
     }
 
     #[test]
     fn payload_roundtrip_and_errors() {
-        let p = DtmfPayload { event: 11, end: true, volume: 63, duration: 0x1234 };
+        let p = DtmfPayload {
+            event: 11,
+            end: true,
+            volume: 63,
+            duration: 0x1234,
+        };
         assert_eq!(p.to_bytes(), [11, 0x80 | 63, 0x12, 0x34]);
         assert_eq!(DtmfPayload::parse(&p.to_bytes()).unwrap(), p);
         // R bit ignored.
@@ -326,7 +379,15 @@ mod tests {
 
     #[test]
     fn digit_mapping() {
-        for (d, e) in [('0', 0), ('9', 9), ('*', 10), ('#', 11), ('A', 12), ('d', 15), ('X', 16)] {
+        for (d, e) in [
+            ('0', 0),
+            ('9', 9),
+            ('*', 10),
+            ('#', 11),
+            ('A', 12),
+            ('d', 15),
+            ('X', 16),
+        ] {
             assert_eq!(digit_to_event(d), Some(e));
             assert_eq!(event_to_digit(e), Some(d.to_ascii_uppercase()));
         }
@@ -334,9 +395,16 @@ mod tests {
         assert_eq!(event_to_digit(17), None);
     }
 
-    fn collect(rx: &mut DtmfReceiver, now: Instant, ts: u32, marker: bool, p: [u8; 4]) -> Vec<DtmfEvent> {
+    fn collect(
+        rx: &mut DtmfReceiver,
+        now: Instant,
+        ts: u32,
+        marker: bool,
+        p: [u8; 4],
+    ) -> Vec<DtmfEvent> {
         let mut v = Vec::new();
-        rx.handle(now, ts, marker, &p, 8000, &mut |e| v.push(e)).unwrap();
+        rx.handle(now, ts, marker, &p, 8000, &mut |e| v.push(e))
+            .unwrap();
         v
     }
 
@@ -344,20 +412,29 @@ mod tests {
     fn receive_dedups_end_retransmissions() {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(ms(500));
-        assert_eq!(collect(&mut rx, t0, 1000, true, pl(5, false, 160)), vec![DtmfEvent::Begin { digit: '5' }]);
+        assert_eq!(
+            collect(&mut rx, t0, 1000, true, pl(5, false, 160)),
+            vec![DtmfEvent::Begin { digit: '5' }]
+        );
         // Retransmitted start and updates: nothing new.
         assert!(collect(&mut rx, t0, 1000, true, pl(5, false, 160)).is_empty());
         assert!(collect(&mut rx, t0 + ms(20), 1000, false, pl(5, false, 320)).is_empty());
         assert!(collect(&mut rx, t0 + ms(40), 1000, false, pl(5, false, 480)).is_empty());
         assert_eq!(
             collect(&mut rx, t0 + ms(60), 1000, false, pl(5, true, 800)),
-            vec![DtmfEvent::End { digit: '5', duration_ms: 100 }]
+            vec![DtmfEvent::End {
+                digit: '5',
+                duration_ms: 100
+            }]
         );
         assert!(collect(&mut rx, t0 + ms(80), 1000, false, pl(5, true, 800)).is_empty());
         assert!(collect(&mut rx, t0 + ms(100), 1000, false, pl(5, true, 800)).is_empty());
         assert_eq!(rx.deadline(), None);
         // Same digit again: new timestamp = new event.
-        assert_eq!(collect(&mut rx, t0 + ms(300), 2600, true, pl(5, false, 160)), vec![DtmfEvent::Begin { digit: '5' }]);
+        assert_eq!(
+            collect(&mut rx, t0 + ms(300), 2600, true, pl(5, false, 160)),
+            vec![DtmfEvent::Begin { digit: '5' }]
+        );
         // A late end packet of the previous event is ignored.
         assert!(collect(&mut rx, t0 + ms(301), 1000, false, pl(5, true, 800)).is_empty());
     }
@@ -368,7 +445,13 @@ mod tests {
         let mut rx = DtmfReceiver::new(ms(500));
         assert_eq!(
             collect(&mut rx, t0, 0, false, pl(11, true, 1600)),
-            vec![DtmfEvent::Begin { digit: '#' }, DtmfEvent::End { digit: '#', duration_ms: 200 }]
+            vec![
+                DtmfEvent::Begin { digit: '#' },
+                DtmfEvent::End {
+                    digit: '#',
+                    duration_ms: 200
+                }
+            ]
         );
         assert!(collect(&mut rx, t0, 0, false, pl(11, true, 1600)).is_empty());
     }
@@ -382,14 +465,26 @@ mod tests {
         // Next digit starts: the first one ends with the duration seen so far.
         assert_eq!(
             collect(&mut rx, t0 + ms(200), 2000, true, pl(2, false, 160)),
-            vec![DtmfEvent::End { digit: '1', duration_ms: 40 }, DtmfEvent::Begin { digit: '2' }]
+            vec![
+                DtmfEvent::End {
+                    digit: '1',
+                    duration_ms: 40
+                },
+                DtmfEvent::Begin { digit: '2' }
+            ]
         );
         assert_eq!(rx.deadline(), Some(t0 + ms(700)));
         let mut v = Vec::new();
         rx.poll(t0 + ms(699), &mut |e| v.push(e));
         assert!(v.is_empty());
         rx.poll(t0 + ms(700), &mut |e| v.push(e));
-        assert_eq!(v, vec![DtmfEvent::End { digit: '2', duration_ms: 20 }]);
+        assert_eq!(
+            v,
+            vec![DtmfEvent::End {
+                digit: '2',
+                duration_ms: 20
+            }]
+        );
         assert_eq!(rx.in_progress(), None);
         // Its real end arriving later is a duplicate.
         assert!(collect(&mut rx, t0 + ms(800), 2000, false, pl(2, true, 800)).is_empty());
@@ -412,7 +507,10 @@ mod tests {
         assert!(collect(&mut rx, t0 + ms(20), 0xffff, false, pl(0, false, 160)).is_empty());
         assert_eq!(
             collect(&mut rx, t0 + ms(40), 0xffff, false, pl(0, true, 8001)),
-            vec![DtmfEvent::End { digit: '0', duration_ms: ((0xffff + 8001) * 1000 / 8000) as u32 }]
+            vec![DtmfEvent::End {
+                digit: '0',
+                duration_ms: ((0xffff + 8001) * 1000 / 8000) as u32
+            }]
         );
     }
 
@@ -421,7 +519,10 @@ mod tests {
         let t0 = Instant::now();
         let mut rx = DtmfReceiver::new(ms(500));
         collect(&mut rx, t0, u32::MAX - 100, true, pl(3, true, 800));
-        assert_eq!(collect(&mut rx, t0 + ms(200), 500, true, pl(4, false, 160)), vec![DtmfEvent::Begin { digit: '4' }]);
+        assert_eq!(
+            collect(&mut rx, t0 + ms(200), 500, true, pl(4, false, 160)),
+            vec![DtmfEvent::Begin { digit: '4' }]
+        );
     }
 
     fn run_sender(mut s: DtmfSender, t0: Instant) -> Vec<(u64, DtmfPacket)> {
@@ -441,8 +542,10 @@ mod tests {
         let t0 = Instant::now();
         let s = DtmfSender::new(t0, '7', 100, 8000, ms(20)).unwrap();
         let pkts = run_sender(s, t0);
-        let summary: Vec<(u64, bool, bool, u16)> =
-            pkts.iter().map(|(t, p)| (*t, p.marker, p.payload.end, p.payload.duration)).collect();
+        let summary: Vec<(u64, bool, bool, u16)> = pkts
+            .iter()
+            .map(|(t, p)| (*t, p.marker, p.payload.end, p.payload.duration))
+            .collect();
         assert_eq!(
             summary,
             vec![
@@ -455,7 +558,9 @@ mod tests {
                 (120, false, true, 800),
             ]
         );
-        assert!(pkts.iter().all(|(_, p)| p.payload.event == 7 && p.payload.volume == DEFAULT_VOLUME));
+        assert!(pkts
+            .iter()
+            .all(|(_, p)| p.payload.event == 7 && p.payload.volume == DEFAULT_VOLUME));
     }
 
     #[test]
@@ -494,8 +599,25 @@ mod tests {
         let mut rx = DtmfReceiver::new(ms(500));
         let mut events = Vec::new();
         for (t, p) in run_sender(s, t0) {
-            rx.handle(t0 + ms(t), 4242, p.marker, &p.payload.to_bytes(), 8000, &mut |e| events.push(e)).unwrap();
+            rx.handle(
+                t0 + ms(t),
+                4242,
+                p.marker,
+                &p.payload.to_bytes(),
+                8000,
+                &mut |e| events.push(e),
+            )
+            .unwrap();
         }
-        assert_eq!(events, vec![DtmfEvent::Begin { digit: 'B' }, DtmfEvent::End { digit: 'B', duration_ms: 160 }]);
+        assert_eq!(
+            events,
+            vec![
+                DtmfEvent::Begin { digit: 'B' },
+                DtmfEvent::End {
+                    digit: 'B',
+                    duration_ms: 160
+                }
+            ]
+        );
     }
 }

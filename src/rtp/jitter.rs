@@ -9,7 +9,8 @@
 //! successors are already buffered is reported as [`Playout::Missing`] (conceal it); an empty
 //! buffer is an underrun (`Missing` while the stream is recent, `Empty` once idle) and makes the
 //! buffer re-wait the target delay. The target follows the RFC 3550 interarrival jitter
-//! (`3 × J`), raised by underruns and late packets (a boost that decays by 2 ms/s), bounded by
+//! (`3 × J`), raised by late packets and by underruns that end with a timestamp-continuous
+//! packet (not by DTX pauses) — a boost that decays by 2 ms/s — and bounded by
 //! `min_delay..=max_delay`. When more than `target + 2 frames` is buffered, one packet per `get`
 //! is dropped until the depth is back.
 //!
@@ -45,7 +46,11 @@ pub struct JitterConfig {
 
 impl Default for JitterConfig {
     fn default() -> Self {
-        JitterConfig { min_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200), capacity: 64 }
+        JitterConfig {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            capacity: 64,
+        }
     }
 }
 
@@ -70,7 +75,10 @@ pub enum Playout {
     Frame(Frame),
     /// A packet is missing (lost, late, or a mid-stream underrun): conceal `samples` samples
     /// (at `format.rate()`).
-    Missing { format: Format, samples: u32 },
+    Missing {
+        format: Format,
+        samples: u32,
+    },
     /// Nothing to play: not started, still buffering, or the stream went idle.
     Empty,
 }
@@ -142,6 +150,10 @@ pub struct JitterBuffer {
     missing_hist: u64,
     probation: Option<u16>,
     last_put: Option<Instant>,
+    /// Timestamp the next frame should carry if the stream is continuous.
+    next_ts: Option<u32>,
+    /// An underrun in progress: when it began and the timestamp that was due.
+    underrun: Option<(Instant, u32)>,
     stats: JitterStats,
 }
 
@@ -170,6 +182,8 @@ impl JitterBuffer {
             missing_hist: 0,
             probation: None,
             last_put: None,
+            next_ts: None,
+            underrun: None,
             stats: JitterStats::default(),
         }
     }
@@ -205,7 +219,10 @@ impl JitterBuffer {
     /// The delay the buffer is aiming for.
     pub fn target_delay(&self) -> Duration {
         let from_jitter = self.jitter() * JITTER_MULT;
-        from_jitter.max(self.boost).max(self.cfg.min_delay).min(self.cfg.max_delay)
+        from_jitter
+            .max(self.boost)
+            .max(self.cfg.min_delay)
+            .min(self.cfg.max_delay)
     }
 
     fn units_to_duration(&self, units: u32) -> Duration {
@@ -227,6 +244,8 @@ impl JitterBuffer {
         self.probation = None;
         self.played_any = false;
         self.missing_hist = 0;
+        self.next_ts = None;
+        self.underrun = None;
     }
 
     fn clear_slots(&mut self) {
@@ -313,6 +332,8 @@ impl JitterBuffer {
         self.missing_hist = 0;
         self.probation = None;
         self.transit = None;
+        self.next_ts = None;
+        self.underrun = None;
         self.state = State::Buffering;
         if self.epoch.is_none() {
             self.epoch = Some(now);
@@ -328,11 +349,23 @@ impl JitterBuffer {
         }
         self.format = frame.format;
         self.update_jitter(now, frame.ts);
+        if let Some((since, due_ts)) = self.underrun.take() {
+            // The packet we ran dry waiting for, with a continuous timestamp, was late: the
+            // delay should have covered the wait. (A timestamp jump is a talkspurt after DTX.)
+            if ext == self.play_seq && frame.ts == due_ts {
+                let want = self.target_delay() + now.saturating_duration_since(since);
+                self.raise_boost(now, want);
+            }
+        }
         let i = self.idx(ext);
         if self.slots[i].is_none() {
             self.count += 1;
         }
-        self.slots[i] = Some(Slot { ext, arrival: now, frame });
+        self.slots[i] = Some(Slot {
+            ext,
+            arrival: now,
+            frame,
+        });
         self.highest = self.highest.max(ext);
         self.last_put = Some(now);
         self.probation = None;
@@ -359,9 +392,12 @@ impl JitterBuffer {
 
     fn decay_boost(&mut self, now: Instant) {
         let Some(t) = self.boost_updated else { return };
-        let steps = (now.saturating_duration_since(t).as_nanos() / BOOST_DECAY_STEP.as_nanos()) as u32;
+        let steps =
+            (now.saturating_duration_since(t).as_nanos() / BOOST_DECAY_STEP.as_nanos()) as u32;
         if steps > 0 {
-            self.boost = self.boost.saturating_sub(Duration::from_millis(steps as u64));
+            self.boost = self
+                .boost
+                .saturating_sub(Duration::from_millis(steps as u64));
             self.boost_updated = Some(t + BOOST_DECAY_STEP * steps);
         }
     }
@@ -383,15 +419,19 @@ impl JitterBuffer {
     }
 
     fn missing(&self) -> Playout {
-        let samples = (self.frame_units as u64 * self.format.rate() as u64 / rtp_clock_rate(self.format) as u64) as u32;
-        Playout::Missing { format: self.format, samples }
+        let samples = (self.frame_units as u64 * self.format.rate() as u64
+            / rtp_clock_rate(self.format) as u64) as u32;
+        Playout::Missing {
+            format: self.format,
+            samples,
+        }
     }
 
     /// `Missing` while the stream is recent (the consumer conceals), `Empty` once it is idle.
     fn gap(&self, now: Instant) -> Playout {
-        let recent = self
-            .last_put
-            .is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.max_delay + self.frame_duration());
+        let recent = self.last_put.is_some_and(|t| {
+            now.saturating_duration_since(t) <= self.cfg.max_delay + self.frame_duration()
+        });
         if self.played_any && recent {
             self.missing()
         } else {
@@ -414,7 +454,9 @@ impl JitterBuffer {
                 }) else {
                     return self.gap(now); // unreachable while count > 0; harmless
                 };
-                let arrival = self.slots[self.idx(head)].as_ref().map_or(now, |s| s.arrival);
+                let arrival = self.slots[self.idx(head)]
+                    .as_ref()
+                    .map_or(now, |s| s.arrival);
                 if now < arrival + self.target_delay() {
                     return self.gap(now);
                 }
@@ -423,7 +465,11 @@ impl JitterBuffer {
                     if self.played_any {
                         self.stats.lost += n;
                     }
-                    self.missing_hist = if n >= 64 { u64::MAX } else { (self.missing_hist << n) | ((1u64 << n) - 1) };
+                    self.missing_hist = if n >= 64 {
+                        u64::MAX
+                    } else {
+                        (self.missing_hist << n) | ((1u64 << n) - 1)
+                    };
                     self.play_seq = head;
                 }
                 self.state = State::Playing;
@@ -444,13 +490,15 @@ impl JitterBuffer {
                         self.advance(true);
                     }
                 }
+                self.next_ts = self.next_ts.map(|t| t.wrapping_add(self.frame_units));
             }
         }
         if self.count == 0 {
             self.state = State::Buffering;
             self.stats.underruns += 1;
-            let want = self.boost + self.frame_duration();
-            self.raise_boost(now, want);
+            if let Some(ts) = self.next_ts {
+                self.underrun = Some((now, ts));
+            }
             return self.gap(now);
         }
         match self.take(self.play_seq) {
@@ -458,11 +506,14 @@ impl JitterBuffer {
                 self.advance(false);
                 self.played_any = true;
                 self.stats.played += 1;
+                let units = rtp_units(slot.frame.format, slot.frame.data.len());
+                self.next_ts = Some(slot.frame.ts.wrapping_add(units));
                 Playout::Frame(slot.frame)
             }
             None => {
                 self.advance(true);
                 self.stats.lost += 1;
+                self.next_ts = self.next_ts.map(|t| t.wrapping_add(self.frame_units));
                 self.missing()
             }
         }
@@ -485,7 +536,12 @@ mod tests {
         let mut v = vec![0u8; 160];
         v[0] = seq as u8;
         v[1] = (seq >> 8) as u8;
-        Frame { format: Format::Ulaw, data: Bytes::from(v), ts, seq }
+        Frame {
+            format: Format::Ulaw,
+            data: Bytes::from(v),
+            ts,
+            seq,
+        }
     }
 
     fn seq_of(p: &Playout) -> Option<u16> {
@@ -497,7 +553,13 @@ mod tests {
 
     /// Feeds `arrivals` (ms, seq) and calls `get` every 20 ms starting at `get_offset` ms, until
     /// `end` ms. Returns the playout per tick.
-    fn simulate(jb: &mut JitterBuffer, t0: Instant, arrivals: &[(u64, u16)], get_offset: u64, end: u64) -> Vec<Playout> {
+    fn simulate(
+        jb: &mut JitterBuffer,
+        t0: Instant,
+        arrivals: &[(u64, u16)],
+        get_offset: u64,
+        end: u64,
+    ) -> Vec<Playout> {
         let mut out = Vec::new();
         let mut ai = 0;
         let mut t = get_offset;
@@ -523,11 +585,14 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         assert!(matches!(jb.get(t0), Playout::Empty));
         let arrivals: Vec<(u64, u16)> = (0..50).map(|i| (i as u64 * 20, i)).collect();
-        let out = simulate(&mut jb, t0, &arrivals, 5, 1000);
+        let out = simulate(&mut jb, t0, &arrivals, 5, 1040);
         assert!(matches!(out[0], Playout::Empty), "buffers min_delay first");
         assert_eq!(seq_of(&out[1]), Some(0));
         assert_eq!(frames(&out), (0..50).collect::<Vec<_>>());
-        assert!(out[1..50].iter().all(|p| seq_of(p).is_some()), "one frame per tick, no gaps");
+        assert!(
+            out[1..50].iter().all(|p| seq_of(p).is_some()),
+            "one frame per tick, no gaps"
+        );
         assert_eq!(jb.stats().lost, 0);
         assert_eq!(jb.target_delay(), ms(20));
         assert_eq!(jb.jitter(), Duration::ZERO);
@@ -553,14 +618,23 @@ mod tests {
     fn lost_packets_are_missing() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
-        let arrivals: Vec<(u64, u16)> = (0..20).filter(|i| *i != 5 && *i != 6).map(|i| (i as u64 * 20, i)).collect();
-        let out = simulate(&mut jb, t0, &arrivals, 5, 400);
+        let arrivals: Vec<(u64, u16)> = (0..20)
+            .filter(|i| *i != 5 && *i != 6)
+            .map(|i| (i as u64 * 20, i))
+            .collect();
+        let out = simulate(&mut jb, t0, &arrivals, 5, 440);
         let seqs: Vec<Option<u16>> = out[1..21].iter().map(seq_of).collect();
         let mut expect: Vec<Option<u16>> = (0..20).map(Some).collect();
         expect[5] = None;
         expect[6] = None;
         assert_eq!(seqs, expect);
-        assert!(matches!(out[6], Playout::Missing { format: Format::Ulaw, samples: 160 }));
+        assert!(matches!(
+            out[6],
+            Playout::Missing {
+                format: Format::Ulaw,
+                samples: 160
+            }
+        ));
         assert!(out[7].is_missing());
         assert_eq!(jb.stats().lost, 2);
     }
@@ -572,7 +646,10 @@ mod tests {
         assert_eq!(jb.put(t0, SSRC, pkt(0, 0)), PutOutcome::Started);
         assert_eq!(jb.put(t0, SSRC, pkt(0, 0)), PutOutcome::Duplicate);
         assert_eq!(jb.put(t0 + ms(20), SSRC, pkt(1, 160)), PutOutcome::Accepted);
-        assert_eq!(jb.put(t0 + ms(21), SSRC, pkt(1, 160)), PutOutcome::Duplicate);
+        assert_eq!(
+            jb.put(t0 + ms(21), SSRC, pkt(1, 160)),
+            PutOutcome::Duplicate
+        );
         assert_eq!(seq_of(&jb.get(t0 + ms(25))), Some(0));
         // A duplicate of a played packet is still a duplicate, not late.
         assert_eq!(jb.put(t0 + ms(26), SSRC, pkt(0, 0)), PutOutcome::Duplicate);
@@ -587,7 +664,10 @@ mod tests {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
         // Packet 3 arrives 80 ms late.
-        let mut arrivals: Vec<(u64, u16)> = (0..10).filter(|i| *i != 3).map(|i| (i as u64 * 20, i)).collect();
+        let mut arrivals: Vec<(u64, u16)> = (0..10)
+            .filter(|i| *i != 3)
+            .map(|i| (i as u64 * 20, i))
+            .collect();
         arrivals.push((140, 3));
         arrivals.sort();
         let before = jb.target_delay();
@@ -606,7 +686,11 @@ mod tests {
         let mut out = Vec::new();
         for (i, s) in seqs.iter().enumerate() {
             let t = t0 + ms(i as u64 * 20);
-            jb.put(t, SSRC, pkt(*s, (u32::MAX - 1000).wrapping_add(i as u32 * 160)));
+            jb.put(
+                t,
+                SSRC,
+                pkt(*s, (u32::MAX - 1000).wrapping_add(i as u32 * 160)),
+            );
             out.push(jb.get(t + ms(5)));
         }
         out.push(jb.get(t0 + ms(605)));
@@ -623,13 +707,24 @@ mod tests {
         for i in 0..5u16 {
             jb.put(t0 + ms(i as u64 * 20), SSRC, pkt(i, i as u32 * 160));
         }
-        assert_eq!(seq_of(&jb.get(t0 + ms(85))), Some(0));
+        assert_eq!(
+            seq_of(&jb.get(t0 + ms(85))),
+            Some(1),
+            "too deep: the oldest is dropped"
+        );
+        assert_eq!(jb.stats().overflow_dropped, 1);
         let new = 0x2222;
-        assert_eq!(jb.put(t0 + ms(100), new, pkt(30000, 99)), PutOutcome::Resynced);
+        assert_eq!(
+            jb.put(t0 + ms(100), new, pkt(30000, 99)),
+            PutOutcome::Resynced
+        );
         assert_eq!(jb.ssrc(), Some(new));
         assert_eq!(jb.len(), 1, "old stream's packets dropped");
         jb.put(t0 + ms(120), new, pkt(30001, 259));
-        assert!(!matches!(jb.get(t0 + ms(105)), Playout::Frame(_)), "re-buffers");
+        assert!(
+            !matches!(jb.get(t0 + ms(105)), Playout::Frame(_)),
+            "re-buffers"
+        );
         assert_eq!(seq_of(&jb.get(t0 + ms(125))), Some(30000));
         assert_eq!(seq_of(&jb.get(t0 + ms(145))), Some(30001));
         assert_eq!(jb.stats().resyncs, 1);
@@ -643,14 +738,23 @@ mod tests {
         jb.put(t0 + ms(20), SSRC, pkt(101, 160));
         // A stray packet far ahead is held, the stream goes on.
         assert_eq!(jb.put(t0 + ms(30), SSRC, pkt(9000, 5)), PutOutcome::Held);
-        assert_eq!(jb.put(t0 + ms(40), SSRC, pkt(102, 320)), PutOutcome::Accepted);
+        assert_eq!(
+            jb.put(t0 + ms(40), SSRC, pkt(102, 320)),
+            PutOutcome::Accepted
+        );
         // A real jump: two consecutive packets.
         assert_eq!(jb.put(t0 + ms(60), SSRC, pkt(20000, 7)), PutOutcome::Held);
-        assert_eq!(jb.put(t0 + ms(80), SSRC, pkt(20001, 167)), PutOutcome::Resynced);
+        assert_eq!(
+            jb.put(t0 + ms(80), SSRC, pkt(20001, 167)),
+            PutOutcome::Resynced
+        );
         assert_eq!(seq_of(&jb.get(t0 + ms(100))), Some(20001));
         // Far behind also counts as a jump.
         assert_eq!(jb.put(t0 + ms(100), SSRC, pkt(10, 0)), PutOutcome::Held);
-        assert_eq!(jb.put(t0 + ms(120), SSRC, pkt(11, 160)), PutOutcome::Resynced);
+        assert_eq!(
+            jb.put(t0 + ms(120), SSRC, pkt(11, 160)),
+            PutOutcome::Resynced
+        );
     }
 
     #[test]
@@ -673,7 +777,11 @@ mod tests {
         let out = simulate(&mut jb, t0, &arrivals, 5, n as u64 * 20 + 400);
         // After warming up (2 s), playout is continuous and complete.
         let tail = &out[100..n as usize];
-        assert!(tail.iter().all(|p| matches!(p, Playout::Frame(_))), "{:?}", tail.iter().position(|p| !matches!(p, Playout::Frame(_))));
+        assert!(
+            tail.iter().all(|p| matches!(p, Playout::Frame(_))),
+            "{:?}",
+            tail.iter().position(|p| !matches!(p, Playout::Frame(_)))
+        );
         let f = frames(&out);
         assert!(f.windows(2).all(|w| w[1] > w[0]), "in order");
         let t = jb.target_delay();
@@ -684,11 +792,16 @@ mod tests {
     #[test]
     fn target_bounded_and_shrinks_back() {
         let t0 = Instant::now();
-        let cfg = JitterConfig { min_delay: ms(40), max_delay: ms(120), capacity: 64 };
+        let cfg = JitterConfig {
+            min_delay: ms(40),
+            max_delay: ms(120),
+            capacity: 64,
+        };
         let mut jb = JitterBuffer::new(cfg);
         // Heavy jitter: alternating 0 / 150 ms extra delay.
-        let mut arrivals: Vec<(u64, u16)> =
-            (0..200u16).map(|i| (i as u64 * 20 + if i % 2 == 1 { 150 } else { 0 }, i)).collect();
+        let mut arrivals: Vec<(u64, u16)> = (0..200u16)
+            .map(|i| (i as u64 * 20 + if i % 2 == 1 { 150 } else { 0 }, i))
+            .collect();
         // Then a perfectly smooth network for 60 s.
         arrivals.extend((200..3200u16).map(|i| (i as u64 * 20 + 150, i)));
         arrivals.sort();
@@ -708,10 +821,16 @@ mod tests {
         }
         assert!(max_target <= ms(120), "{max_target:?}");
         assert_eq!(max_target, ms(120), "heavy jitter drives the target to max");
-        assert_eq!(jb.target_delay(), ms(40), "smooth network brings it back to min");
+        assert_eq!(
+            jb.target_delay(),
+            ms(40),
+            "smooth network brings it back to min"
+        );
         assert!(jb.stats().overflow_dropped > 0, "depth shrank by dropping");
         // The end of the smooth phase plays every packet.
-        assert!(out[out.len() - 400..out.len() - 30].iter().all(|p| matches!(p, Playout::Frame(_))));
+        assert!(out[out.len() - 400..out.len() - 30]
+            .iter()
+            .all(|p| matches!(p, Playout::Frame(_))));
     }
 
     #[test]
@@ -720,9 +839,15 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         jb.put(t0, SSRC, pkt(0, 0));
         assert_eq!(seq_of(&jb.get(t0 + ms(25))), Some(0));
-        assert!(jb.get(t0 + ms(45)).is_missing(), "mid-stream underrun conceals");
+        assert!(
+            jb.get(t0 + ms(45)).is_missing(),
+            "mid-stream underrun conceals"
+        );
         assert_eq!(jb.stats().underruns, 1);
-        assert!(matches!(jb.get(t0 + ms(1000)), Playout::Empty), "idle stream is empty");
+        assert!(
+            matches!(jb.get(t0 + ms(1000)), Playout::Empty),
+            "idle stream is empty"
+        );
         // The stream resumes (e.g. after DTX with a timestamp jump): re-buffers, then plays.
         jb.put(t0 + ms(1010), SSRC, pkt(1, 8000));
         assert!(!matches!(jb.get(t0 + ms(1015)), Playout::Frame(_)));
@@ -731,14 +856,61 @@ mod tests {
     }
 
     #[test]
+    fn dtx_pause_does_not_raise_target_but_stall_does() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let mut t = 0u64;
+        let mut seq = 0u16;
+        let mut ts = 0u32;
+        // Talkspurts of 1 s separated by 1 s of DTX (seq continuous, timestamp jumps).
+        for _ in 0..10 {
+            for _ in 0..50 {
+                jb.put(t0 + ms(t), SSRC, pkt(seq, ts));
+                jb.get(t0 + ms(t + 5));
+                seq = seq.wrapping_add(1);
+                ts = ts.wrapping_add(160);
+                t += 20;
+            }
+            for _ in 0..50 {
+                jb.get(t0 + ms(t + 5));
+                t += 20;
+            }
+            ts = ts.wrapping_add(8000);
+        }
+        assert_eq!(
+            jb.target_delay(),
+            ms(20),
+            "DTX pauses are not network delay"
+        );
+        assert!(jb.stats().underruns >= 10);
+        // A 100 ms network stall mid-talkspurt (timestamps continuous) raises the target.
+        jb.put(t0 + ms(t), SSRC, pkt(seq, ts));
+        jb.get(t0 + ms(t + 25));
+        jb.get(t0 + ms(t + 45));
+        jb.put(t0 + ms(t + 120), SSRC, pkt(seq.wrapping_add(1), ts + 160));
+        assert!(jb.target_delay() >= ms(90), "{:?}", jb.target_delay());
+    }
+
+    #[test]
     fn g722_missing_samples_and_reset() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
-        let f = |seq: u16| Frame { format: Format::G722, data: Bytes::from(vec![0u8; 160]), ts: seq as u32 * 160, seq };
+        let f = |seq: u16| Frame {
+            format: Format::G722,
+            data: Bytes::from(vec![0u8; 160]),
+            ts: seq as u32 * 160,
+            seq,
+        };
         jb.put(t0, SSRC, f(0));
         jb.put(t0 + ms(40), SSRC, f(2));
         assert!(jb.get(t0 + ms(25)).frame().is_some());
-        assert!(matches!(jb.get(t0 + ms(45)), Playout::Missing { format: Format::G722, samples: 320 }));
+        assert!(matches!(
+            jb.get(t0 + ms(45)),
+            Playout::Missing {
+                format: Format::G722,
+                samples: 320
+            }
+        ));
         jb.reset();
         assert!(jb.is_empty());
         assert!(matches!(jb.get(t0 + ms(65)), Playout::Empty));

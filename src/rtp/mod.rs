@@ -56,6 +56,9 @@ mod tests {
         assert_eq!(rtp_units(Format::Ulaw, 160), 160);
         assert_eq!(rtp_units(Format::Slin16, 640), 320);
         assert_eq!(duration_to_units(Duration::from_millis(20), 8000), 160);
-        assert_eq!(duration_to_units(Duration::from_secs(1_000_000), 8000), (8_000_000_000u64 % (1 << 32)) as u32);
+        assert_eq!(
+            duration_to_units(Duration::from_secs(1_000_000), 8000),
+            (8_000_000_000u64 % (1 << 32)) as u32
+        );
     }
 }

@@ -33,7 +33,10 @@ pub enum PacketError {
     #[error("RTCP length field ({words} words) overruns the datagram ({left} bytes left)")]
     BadRtcpLength { words: usize, left: usize },
     #[error("malformed RTCP {kind}: {what}")]
-    MalformedRtcp { kind: &'static str, what: &'static str },
+    MalformedRtcp {
+        kind: &'static str,
+        what: &'static str,
+    },
     #[error("empty RTCP compound packet")]
     EmptyCompound,
     #[error("cannot build packet: {0}")]
@@ -42,7 +45,10 @@ pub enum PacketError {
 
 fn need(data: &[u8], n: usize) -> Result<(), PacketError> {
     if data.len() < n {
-        Err(PacketError::TooShort { len: data.len(), need: n })
+        Err(PacketError::TooShort {
+            len: data.len(),
+            need: n,
+        })
     } else {
         Ok(())
     }
@@ -118,7 +124,9 @@ impl RtpHeader {
         }
         if let Some(ext) = &self.extension {
             if ext.data.len() % 4 != 0 {
-                return Err(PacketError::Build("header extension length not a multiple of 4"));
+                return Err(PacketError::Build(
+                    "header extension length not a multiple of 4",
+                ));
             }
             if ext.data.len() / 4 > u16::MAX as usize {
                 return Err(PacketError::Build("header extension too long"));
@@ -203,7 +211,11 @@ impl RtpPacket {
             end -= pad;
             padding = pad as u8;
         }
-        Ok(RtpPacket { header, payload: data.slice(off..end), padding })
+        Ok(RtpPacket {
+            header,
+            payload: data.slice(off..end),
+            padding,
+        })
     }
 
     /// Encoded length in bytes.
@@ -311,7 +323,10 @@ impl SdesChunk {
     pub fn cname(ssrc: u32, cname: &str) -> SdesChunk {
         SdesChunk {
             ssrc,
-            items: vec![SdesItem { kind: SDES_CNAME, value: Bytes::copy_from_slice(cname.as_bytes()) }],
+            items: vec![SdesItem {
+                kind: SDES_CNAME,
+                value: Bytes::copy_from_slice(cname.as_bytes()),
+            }],
         }
     }
 }
@@ -330,7 +345,11 @@ pub enum RtcpPacket {
     SourceDescription(Vec<SdesChunk>),
     Goodbye(Bye),
     /// APP, feedback, XR, ...: kept raw (the body after the 4-byte common header, padding removed).
-    Other { packet_type: u8, count: u8, payload: Bytes },
+    Other {
+        packet_type: u8,
+        count: u8,
+        payload: Bytes,
+    },
 }
 
 impl RtcpPacket {
@@ -363,7 +382,10 @@ impl RtcpPacket {
         let words = be16(d, 2) as usize + 1;
         let len = words * 4;
         if len > d.len() {
-            return Err(PacketError::BadRtcpLength { words, left: d.len() });
+            return Err(PacketError::BadRtcpLength {
+                words,
+                left: d.len(),
+            });
         }
         let mut end = len;
         if d[0] & 0x20 != 0 {
@@ -380,9 +402,14 @@ impl RtcpPacket {
             RTCP_SR => {
                 let kind = "SR";
                 if body.len() < 24 + rc * ReportBlock::LEN {
-                    return Err(PacketError::MalformedRtcp { kind, what: "shorter than its report count" });
+                    return Err(PacketError::MalformedRtcp {
+                        kind,
+                        what: "shorter than its report count",
+                    });
                 }
-                let reports = (0..rc).map(|i| ReportBlock::parse(&body[24 + i * 24..])).collect();
+                let reports = (0..rc)
+                    .map(|i| ReportBlock::parse(&body[24 + i * 24..]))
+                    .collect();
                 RtcpPacket::SenderReport(SenderReport {
                     ssrc: be32(body, 0),
                     ntp_timestamp: (be32(body, 4) as u64) << 32 | be32(body, 8) as u64,
@@ -394,16 +421,29 @@ impl RtcpPacket {
             }
             RTCP_RR => {
                 if body.len() < 4 + rc * ReportBlock::LEN {
-                    return Err(PacketError::MalformedRtcp { kind: "RR", what: "shorter than its report count" });
+                    return Err(PacketError::MalformedRtcp {
+                        kind: "RR",
+                        what: "shorter than its report count",
+                    });
                 }
-                let reports = (0..rc).map(|i| ReportBlock::parse(&body[4 + i * 24..])).collect();
-                RtcpPacket::ReceiverReport(ReceiverReport { ssrc: be32(body, 0), reports })
+                let reports = (0..rc)
+                    .map(|i| ReportBlock::parse(&body[4 + i * 24..]))
+                    .collect();
+                RtcpPacket::ReceiverReport(ReceiverReport {
+                    ssrc: be32(body, 0),
+                    reports,
+                })
             }
-            RTCP_SDES => RtcpPacket::SourceDescription(parse_sdes(data, body_start, body.len(), rc)?),
+            RTCP_SDES => {
+                RtcpPacket::SourceDescription(parse_sdes(data, body_start, body.len(), rc)?)
+            }
             RTCP_BYE => {
                 let kind = "BYE";
                 if body.len() < rc * 4 {
-                    return Err(PacketError::MalformedRtcp { kind, what: "shorter than its source count" });
+                    return Err(PacketError::MalformedRtcp {
+                        kind,
+                        what: "shorter than its source count",
+                    });
                 }
                 let sources = (0..rc).map(|i| be32(body, i * 4)).collect();
                 let mut reason = None;
@@ -411,7 +451,10 @@ impl RtcpPacket {
                 if body.len() > at {
                     let n = body[at] as usize;
                     if body.len() < at + 1 + n {
-                        return Err(PacketError::MalformedRtcp { kind, what: "reason overruns packet" });
+                        return Err(PacketError::MalformedRtcp {
+                            kind,
+                            what: "reason overruns packet",
+                        });
                     }
                     reason = Some(data.slice(body_start + at + 1..body_start + at + 1 + n));
                 }
@@ -432,7 +475,9 @@ impl RtcpPacket {
             RtcpPacket::ReceiverReport(rr) => (RTCP_RR, rr.reports.len()),
             RtcpPacket::SourceDescription(chunks) => (RTCP_SDES, chunks.len()),
             RtcpPacket::Goodbye(bye) => (RTCP_BYE, bye.sources.len()),
-            RtcpPacket::Other { packet_type, count, .. } => (*packet_type, *count as usize),
+            RtcpPacket::Other {
+                packet_type, count, ..
+            } => (*packet_type, *count as usize),
         }
     }
 
@@ -440,7 +485,9 @@ impl RtcpPacket {
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), PacketError> {
         let (pt, count) = self.packet_type_and_count();
         if count > 31 {
-            return Err(PacketError::Build("more than 31 reports/chunks/sources in one RTCP packet"));
+            return Err(PacketError::Build(
+                "more than 31 reports/chunks/sources in one RTCP packet",
+            ));
         }
         let start = out.len();
         out.extend_from_slice(&[0x80 | count as u8, pt, 0, 0]);
@@ -479,7 +526,7 @@ impl RtcpPacket {
                     }
                     // At least one null octet terminates the list, then pad to 32 bits.
                     out.push(0);
-                    while (out.len() - start) % 4 != 0 {
+                    while !(out.len() - start).is_multiple_of(4) {
                         out.push(0);
                     }
                 }
@@ -495,7 +542,7 @@ impl RtcpPacket {
                     }
                     out.push(reason.len() as u8);
                     out.extend_from_slice(reason);
-                    while (out.len() - start) % 4 != 0 {
+                    while !(out.len() - start).is_multiple_of(4) {
                         out.push(0);
                     }
                 }
@@ -530,20 +577,34 @@ impl RtcpPacket {
     }
 }
 
-fn parse_sdes(data: &Bytes, start: usize, len: usize, chunks: usize) -> Result<Vec<SdesChunk>, PacketError> {
+fn parse_sdes(
+    data: &Bytes,
+    start: usize,
+    len: usize,
+    chunks: usize,
+) -> Result<Vec<SdesChunk>, PacketError> {
     let kind = "SDES";
     let body = &data[start..start + len];
     let mut out = Vec::with_capacity(chunks.min(31));
     let mut at = 0;
     for _ in 0..chunks {
         if body.len() < at + 4 {
-            return Err(PacketError::MalformedRtcp { kind, what: "chunk overruns packet" });
+            return Err(PacketError::MalformedRtcp {
+                kind,
+                what: "chunk overruns packet",
+            });
         }
-        let mut chunk = SdesChunk { ssrc: be32(body, at), items: Vec::new() };
+        let mut chunk = SdesChunk {
+            ssrc: be32(body, at),
+            items: Vec::new(),
+        };
         at += 4;
         loop {
             let Some(&item_type) = body.get(at) else {
-                return Err(PacketError::MalformedRtcp { kind, what: "item list not terminated" });
+                return Err(PacketError::MalformedRtcp {
+                    kind,
+                    what: "item list not terminated",
+                });
             };
             if item_type == SDES_END {
                 // Skip the terminator and the padding to the next 32-bit boundary.
@@ -551,11 +612,17 @@ fn parse_sdes(data: &Bytes, start: usize, len: usize, chunks: usize) -> Result<V
                 break;
             }
             let Some(&n) = body.get(at + 1) else {
-                return Err(PacketError::MalformedRtcp { kind, what: "item overruns packet" });
+                return Err(PacketError::MalformedRtcp {
+                    kind,
+                    what: "item overruns packet",
+                });
             };
             let n = n as usize;
             if body.len() < at + 2 + n {
-                return Err(PacketError::MalformedRtcp { kind, what: "item overruns packet" });
+                return Err(PacketError::MalformedRtcp {
+                    kind,
+                    what: "item overruns packet",
+                });
             }
             chunk.items.push(SdesItem {
                 kind: item_type,
@@ -589,7 +656,9 @@ mod tests {
     use super::*;
 
     fn sample_rtp() -> Vec<u8> {
-        let mut v = vec![0x80, 0x00, 0x12, 0x34, 0, 0, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef];
+        let mut v = vec![
+            0x80, 0x00, 0x12, 0x34, 0, 0, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef,
+        ];
         v.extend_from_slice(&[1, 2, 3, 4]);
         v
     }
@@ -625,8 +694,15 @@ mod tests {
         };
         h.csrc.push(11).unwrap();
         h.csrc.push(22).unwrap();
-        h.extension = Some(HeaderExtension { profile: 0xbede, data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]) });
-        let p = RtpPacket { header: h, payload: Bytes::from_static(b"hello"), padding: 3 };
+        h.extension = Some(HeaderExtension {
+            profile: 0xbede,
+            data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7, 8]),
+        });
+        let p = RtpPacket {
+            header: h,
+            payload: Bytes::from_static(b"hello"),
+            padding: 3,
+        };
         let v = p.to_vec().unwrap();
         assert_eq!(v.len(), p.encoded_len());
         assert_eq!(v[0], 0x80 | 0x20 | 0x10 | 2);
@@ -638,28 +714,46 @@ mod tests {
 
     #[test]
     fn rtp_errors() {
-        assert!(matches!(RtpPacket::parse(Bytes::from_static(&[0x80; 11])), Err(PacketError::TooShort { .. })));
+        assert!(matches!(
+            RtpPacket::parse(Bytes::from_static(&[0x80; 11])),
+            Err(PacketError::TooShort { .. })
+        ));
         let mut v = sample_rtp();
         v[0] = 0x40;
-        assert_eq!(RtpPacket::parse(Bytes::from(v)), Err(PacketError::BadVersion(1)));
+        assert_eq!(
+            RtpPacket::parse(Bytes::from(v)),
+            Err(PacketError::BadVersion(1))
+        );
         // CSRC count larger than the packet.
         let mut v = sample_rtp();
         v[0] = 0x8f;
-        assert!(matches!(RtpPacket::parse(Bytes::from(v)), Err(PacketError::TooShort { .. })));
+        assert!(matches!(
+            RtpPacket::parse(Bytes::from(v)),
+            Err(PacketError::TooShort { .. })
+        ));
         // Extension header missing / too long.
         let mut v = sample_rtp();
         v[0] = 0x90;
         v.extend_from_slice(&[0, 0, 0, 9]);
-        assert!(matches!(RtpPacket::parse(Bytes::from(v)), Err(PacketError::TooShort { .. })));
+        assert!(matches!(
+            RtpPacket::parse(Bytes::from(v)),
+            Err(PacketError::TooShort { .. })
+        ));
         // Padding bigger than payload, or zero.
         let mut v = sample_rtp();
         v[0] = 0xa0;
         *v.last_mut().unwrap() = 5;
-        assert!(matches!(RtpPacket::parse(Bytes::from(v)), Err(PacketError::BadPadding { .. })));
+        assert!(matches!(
+            RtpPacket::parse(Bytes::from(v)),
+            Err(PacketError::BadPadding { .. })
+        ));
         let mut v = sample_rtp();
         v[0] = 0xa0;
         *v.last_mut().unwrap() = 0;
-        assert!(matches!(RtpPacket::parse(Bytes::from(v)), Err(PacketError::BadPadding { .. })));
+        assert!(matches!(
+            RtpPacket::parse(Bytes::from(v)),
+            Err(PacketError::BadPadding { .. })
+        ));
         // Padding consuming the whole payload is fine.
         let mut v = sample_rtp();
         v[0] = 0xa0;
@@ -669,10 +763,16 @@ mod tests {
 
     #[test]
     fn build_errors() {
-        let h = RtpHeader { payload_type: 200, ..Default::default() };
+        let h = RtpHeader {
+            payload_type: 200,
+            ..Default::default()
+        };
         assert!(h.write(false, &mut Vec::new()).is_err());
         let h = RtpHeader {
-            extension: Some(HeaderExtension { profile: 1, data: Bytes::from_static(&[1, 2, 3]) }),
+            extension: Some(HeaderExtension {
+                profile: 1,
+                data: Bytes::from_static(&[1, 2, 3]),
+            }),
             ..Default::default()
         };
         assert!(h.write(false, &mut Vec::new()).is_err());
@@ -715,20 +815,39 @@ mod tests {
                 octet_count: 1600,
                 reports: vec![block(2, -3)],
             }),
-            RtcpPacket::ReceiverReport(ReceiverReport { ssrc: 1, reports: vec![block(3, 5), block(4, 0x7f_ffff)] }),
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: 1,
+                reports: vec![block(3, 5), block(4, 0x7f_ffff)],
+            }),
             RtcpPacket::SourceDescription(vec![
                 SdesChunk::cname(1, "voxpbx@host"),
                 SdesChunk {
                     ssrc: 9,
                     items: vec![
-                        SdesItem { kind: SDES_NAME, value: Bytes::from_static(b"ab") },
-                        SdesItem { kind: SDES_TOOL, value: Bytes::from_static(b"") },
+                        SdesItem {
+                            kind: SDES_NAME,
+                            value: Bytes::from_static(b"ab"),
+                        },
+                        SdesItem {
+                            kind: SDES_TOOL,
+                            value: Bytes::from_static(b""),
+                        },
                     ],
                 },
             ]),
-            RtcpPacket::Goodbye(Bye { sources: vec![1, 2], reason: Some(Bytes::from_static(b"bye now")) }),
-            RtcpPacket::Goodbye(Bye { sources: vec![1], reason: None }),
-            RtcpPacket::Other { packet_type: RTCP_APP, count: 3, payload: Bytes::from_static(&[0, 0, 0, 1, b'n', b'a', b'm', b'e']) },
+            RtcpPacket::Goodbye(Bye {
+                sources: vec![1, 2],
+                reason: Some(Bytes::from_static(b"bye now")),
+            }),
+            RtcpPacket::Goodbye(Bye {
+                sources: vec![1],
+                reason: None,
+            }),
+            RtcpPacket::Other {
+                packet_type: RTCP_APP,
+                count: 3,
+                payload: Bytes::from_static(&[0, 0, 0, 1, b'n', b'a', b'm', b'e']),
+            },
         ];
         let wire = RtcpPacket::build_compound(&pkts).unwrap();
         assert_eq!(wire.len() % 4, 0);
@@ -744,12 +863,25 @@ mod tests {
             0x80, 201, 0, 1, 0, 0, 0, 5, //
             0x81, 202, 0, 3, 0, 0, 0, 5, 1, 2, b'a', b'b', 0, 0, 0, 0,
         ];
-        assert_eq!(RtcpPacket::build_compound(&[
-            RtcpPacket::ReceiverReport(ReceiverReport { ssrc: 5, reports: vec![] }),
-            RtcpPacket::SourceDescription(vec![SdesChunk::cname(5, "ab")]),
-        ]).unwrap(), wire);
+        assert_eq!(
+            RtcpPacket::build_compound(&[
+                RtcpPacket::ReceiverReport(ReceiverReport {
+                    ssrc: 5,
+                    reports: vec![]
+                }),
+                RtcpPacket::SourceDescription(vec![SdesChunk::cname(5, "ab")]),
+            ])
+            .unwrap(),
+            wire
+        );
         let pkts = RtcpPacket::parse_compound(Bytes::copy_from_slice(wire)).unwrap();
-        assert_eq!(pkts[0], RtcpPacket::ReceiverReport(ReceiverReport { ssrc: 5, reports: vec![] }));
+        assert_eq!(
+            pkts[0],
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: 5,
+                reports: vec![]
+            })
+        );
         match &pkts[1] {
             RtcpPacket::SourceDescription(c) => {
                 assert_eq!(c[0].ssrc, 5);
@@ -772,8 +904,14 @@ mod tests {
 
     #[test]
     fn rtcp_errors() {
-        assert_eq!(RtcpPacket::parse_compound(Bytes::new()), Err(PacketError::EmptyCompound));
-        assert!(matches!(RtcpPacket::parse_compound(Bytes::from_static(&[0x80, 201])), Err(PacketError::TooShort { .. })));
+        assert_eq!(
+            RtcpPacket::parse_compound(Bytes::new()),
+            Err(PacketError::EmptyCompound)
+        );
+        assert!(matches!(
+            RtcpPacket::parse_compound(Bytes::from_static(&[0x80, 201])),
+            Err(PacketError::TooShort { .. })
+        ));
         // Length claims more than present.
         assert!(matches!(
             RtcpPacket::parse_compound(Bytes::from_static(&[0x80, 201, 0, 5, 0, 0, 0, 1])),
@@ -790,15 +928,30 @@ mod tests {
             Err(PacketError::BadVersion(1))
         );
         // SDES item without terminator.
-        assert!(RtcpPacket::parse_compound(Bytes::from_static(&[0x81, 202, 0, 2, 0, 0, 0, 1, 1, 2, b'a', b'b'])).is_err());
+        assert!(RtcpPacket::parse_compound(Bytes::from_static(&[
+            0x81, 202, 0, 2, 0, 0, 0, 1, 1, 2, b'a', b'b'
+        ]))
+        .is_err());
         // BYE reason overrunning.
-        assert!(RtcpPacket::parse_compound(Bytes::from_static(&[0x81, 203, 0, 2, 0, 0, 0, 1, 9, b'a', b'b', b'c'])).is_err());
+        assert!(RtcpPacket::parse_compound(Bytes::from_static(&[
+            0x81, 203, 0, 2, 0, 0, 0, 1, 9, b'a', b'b', b'c'
+        ]))
+        .is_err());
         // Bad padding count.
-        assert!(RtcpPacket::parse_compound(Bytes::from_static(&[0xa0, 201, 0, 1, 0, 0, 0, 9])).is_err());
+        assert!(
+            RtcpPacket::parse_compound(Bytes::from_static(&[0xa0, 201, 0, 1, 0, 0, 0, 9])).is_err()
+        );
         // Build errors.
-        let too_many = RtcpPacket::Goodbye(Bye { sources: vec![0; 32], reason: None });
+        let too_many = RtcpPacket::Goodbye(Bye {
+            sources: vec![0; 32],
+            reason: None,
+        });
         assert!(RtcpPacket::build_compound(&[too_many]).is_err());
-        let odd = RtcpPacket::Other { packet_type: 204, count: 0, payload: Bytes::from_static(&[1]) };
+        let odd = RtcpPacket::Other {
+            packet_type: 204,
+            count: 0,
+            payload: Bytes::from_static(&[1]),
+        };
         let mut v = vec![9];
         assert!(odd.write(&mut v).is_err());
         assert_eq!(v, vec![9], "failed write leaves the buffer as it was");
@@ -807,9 +960,17 @@ mod tests {
     #[test]
     fn rtcp_padding_accepted() {
         // RR (ssrc 1) with P bit and 4 bytes of padding.
-        let pkts =
-            RtcpPacket::parse_compound(Bytes::from_static(&[0xa0, 201, 0, 2, 0, 0, 0, 1, 0, 0, 0, 4])).unwrap();
-        assert_eq!(pkts, vec![RtcpPacket::ReceiverReport(ReceiverReport { ssrc: 1, reports: vec![] })]);
+        let pkts = RtcpPacket::parse_compound(Bytes::from_static(&[
+            0xa0, 201, 0, 2, 0, 0, 0, 1, 0, 0, 0, 4,
+        ]))
+        .unwrap();
+        assert_eq!(
+            pkts,
+            vec![RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: 1,
+                reports: vec![]
+            })]
+        );
     }
 
     #[test]
@@ -818,7 +979,67 @@ mod tests {
         let ntp = ntp_timestamp(t);
         assert_eq!(ntp >> 32, NTP_UNIX_OFFSET + 1);
         assert_eq!(ntp as u32, 0x8000_0000);
-        assert_eq!(ntp_middle32(ntp), (((NTP_UNIX_OFFSET + 1) as u32) << 16) | 0x8000);
+        assert_eq!(
+            ntp_middle32(ntp),
+            (((NTP_UNIX_OFFSET + 1) as u32) << 16) | 0x8000
+        );
+    }
+
+    /// What the fuzz target checks: whatever parses re-encodes and parses back the same.
+    fn roundtrip_invariants(data: &[u8]) {
+        let bytes = Bytes::copy_from_slice(data);
+        if let Ok(p) = RtpPacket::parse(bytes.clone()) {
+            let q = RtpPacket::parse(Bytes::from(p.to_vec().unwrap())).unwrap();
+            assert_eq!(p, q);
+        }
+        if let Ok(pkts) = RtcpPacket::parse_compound(bytes) {
+            if let Ok(wire) = RtcpPacket::build_compound(&pkts) {
+                assert_eq!(RtcpPacket::parse_compound(Bytes::from(wire)).unwrap(), pkts);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_valid_packets_roundtrip_or_error() {
+        let mut h = RtpHeader {
+            payload_type: 96,
+            ..Default::default()
+        };
+        h.csrc.push(5).unwrap();
+        h.extension = Some(HeaderExtension {
+            profile: 0xbede,
+            data: Bytes::from_static(&[1, 2, 3, 4]),
+        });
+        let rtp = RtpPacket {
+            header: h,
+            payload: Bytes::from_static(b"abcdef"),
+            padding: 2,
+        }
+        .to_vec()
+        .unwrap();
+        let rtcp = RtcpPacket::build_compound(&[
+            RtcpPacket::SenderReport(SenderReport {
+                ssrc: 1,
+                reports: vec![block(2, 1)],
+                ..Default::default()
+            }),
+            RtcpPacket::SourceDescription(vec![SdesChunk::cname(1, "abc")]),
+            RtcpPacket::Goodbye(Bye {
+                sources: vec![1],
+                reason: Some(Bytes::from_static(b"x")),
+            }),
+        ])
+        .unwrap();
+        for base in [rtp, rtcp] {
+            for i in 0..base.len() {
+                for v in [0u8, 1, 2, 3, 0x1f, 0x20, 0x7f, 0x80, 0xa1, 0xff] {
+                    let mut m = base.clone();
+                    m[i] = v;
+                    roundtrip_invariants(&m);
+                    roundtrip_invariants(&m[..i]);
+                }
+            }
+        }
     }
 
     #[test]
@@ -839,10 +1060,9 @@ mod tests {
                 if let Some(b) = w.first_mut() {
                     *b = (*b & 0x3f) | 0x80;
                 }
-                let _ = RtpPacket::parse(Bytes::from(v.clone()));
-                let _ = RtpPacket::parse(Bytes::from(w.clone()));
-                let _ = RtcpPacket::parse_compound(Bytes::from(v));
-                let _ = RtcpPacket::parse_compound(Bytes::from(w));
+                for input in [v, w] {
+                    roundtrip_invariants(&input);
+                }
             }
         }
     }

@@ -24,13 +24,15 @@ use crate::media::{Format, Frame};
 use super::dtmf::{digit_to_event, DtmfEvent, DtmfReceiver, DtmfSender};
 use super::jitter::{JitterBuffer, JitterConfig, Playout};
 use super::packet::{
-    is_rtcp, ntp_middle32, ntp_timestamp, Bye, PacketError, ReceiverReport, ReportBlock, RtcpPacket, RtpHeader,
-    SdesChunk, SenderReport, RTP_HEADER_LEN,
+    is_rtcp, ntp_middle32, ntp_timestamp, Bye, PacketError, ReceiverReport, ReportBlock,
+    RtcpPacket, RtpHeader, SdesChunk, SenderReport, RTP_HEADER_LEN,
 };
 use super::{duration_to_units, rtp_clock_rate, rtp_units};
 
 /// A pause longer than this (in sent media) is a gap: the timestamp jumps and the marker is set.
 const MAX_TS_SKEW_MS: u32 = 80;
+/// Media sent ahead of real time (bursts) is credited up to this much.
+const MAX_TX_LEAD_MS: u32 = 200;
 /// RFC 3550 §A.1 sequence validation constants.
 const MAX_DROPOUT: u16 = 3000;
 const MAX_MISORDER: u16 = 100;
@@ -56,7 +58,11 @@ pub struct PayloadMap {
 
 impl Default for PayloadMap {
     fn default() -> Self {
-        PayloadMap { by_pt: [None; 128], send: Vec::new(), telephone_event: None }
+        PayloadMap {
+            by_pt: [None; 128],
+            send: Vec::new(),
+            telephone_event: None,
+        }
     }
 }
 
@@ -67,7 +73,10 @@ impl PayloadMap {
 
     /// The static RFC 3551 types voxpbx handles: 0 PCMU, 8 PCMA, 9 G722.
     pub fn with_static() -> PayloadMap {
-        PayloadMap::new().with(0, Format::Ulaw).with(8, Format::Alaw).with(9, Format::G722)
+        PayloadMap::new()
+            .with(0, Format::Ulaw)
+            .with(8, Format::Alaw)
+            .with(9, Format::G722)
     }
 
     /// Maps `pt` (0..=127; others are ignored) to `format`.
@@ -106,7 +115,10 @@ impl PayloadMap {
 
     /// The payload type to send `format` with.
     pub fn pt_for(&self, format: Format) -> Option<u8> {
-        self.send.iter().find(|(f, _)| *f == format).map(|(_, p)| *p)
+        self.send
+            .iter()
+            .find(|(f, _)| *f == format)
+            .map(|(_, p)| *p)
     }
 
     /// `(payload type, clock rate)` of telephone-event, if negotiated.
@@ -179,14 +191,25 @@ pub struct Transmit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    DtmfBegin { digit: char },
-    DtmfEnd { digit: char, duration_ms: u32 },
+    DtmfBegin {
+        digit: char,
+    },
+    DtmfEnd {
+        digit: char,
+        duration_ms: u32,
+    },
     /// The remote SSRC changed (a new source behind the same stream).
-    SsrcChanged { old: u32, new: u32 },
+    SsrcChanged {
+        old: u32,
+        new: u32,
+    },
     /// Symmetric RTP learned (or re-learned) the remote RTP address.
     RemoteAddress(SocketAddr),
     /// The remote source sent an RTCP BYE.
-    Bye { ssrc: u32, reason: Option<String> },
+    Bye {
+        ssrc: u32,
+        reason: Option<String>,
+    },
     /// No RTP for `timeout`.
     Timeout,
 }
@@ -317,7 +340,12 @@ impl RecvStats {
         Duration::from_nanos((self.jitter_q4 >> 4) as u64 * 1_000_000_000 / self.rate as u64)
     }
 
-    fn report_block(&mut self, ssrc: u32, last_sr: Option<(u32, Instant)>, now: Instant) -> ReportBlock {
+    fn report_block(
+        &mut self,
+        ssrc: u32,
+        last_sr: Option<(u32, Instant)>,
+        now: Instant,
+    ) -> ReportBlock {
         let expected = self.expected();
         let expected_interval = expected.wrapping_sub(self.expected_prior);
         self.expected_prior = expected;
@@ -332,7 +360,10 @@ impl RecvStats {
         let (lsr, dlsr) = match last_sr {
             Some((lsr, at)) => {
                 let d = now.saturating_duration_since(at);
-                (lsr, (d.as_nanos() * 65536 / 1_000_000_000).min(u32::MAX as u128) as u32)
+                (
+                    lsr,
+                    (d.as_nanos() * 65536 / 1_000_000_000).min(u32::MAX as u128) as u32,
+                )
             }
             None => (0, 0),
         };
@@ -367,7 +398,6 @@ pub struct RtpSession {
     remote_rtp: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
     rtp_learned: bool,
-    rtcp_learned: bool,
     /// Symmetric RTP: a new address on probation (address, expected next seq, packets seen).
     candidate: Option<(SocketAddr, u16, u32)>,
     // send side
@@ -401,7 +431,10 @@ impl RtpSession {
     /// A new stream at `now`; `wallclock` is the wall-clock time at `now` (for RTCP NTP times).
     pub fn new(cfg: RtpConfig, now: Instant, wallclock: SystemTime) -> RtpSession {
         let ssrc = cfg.ssrc.unwrap_or_else(rand::random);
-        let cname = cfg.cname.clone().unwrap_or_else(|| format!("voxpbx-{ssrc:08x}"));
+        let cname = cfg
+            .cname
+            .clone()
+            .unwrap_or_else(|| format!("voxpbx-{ssrc:08x}"));
         let tx_seq = cfg.initial_seq.unwrap_or_else(rand::random);
         let tx_next_ts = cfg.initial_ts.unwrap_or_else(rand::random);
         let remote_rtcp = cfg.remote_rtcp;
@@ -413,7 +446,6 @@ impl RtpSession {
             remote_rtp: cfg.remote,
             remote_rtcp,
             rtp_learned: false,
-            rtcp_learned: false,
             candidate: None,
             tx_seq,
             tx_next_ts,
@@ -472,7 +504,6 @@ impl RtpSession {
         self.remote_rtp = Some(rtp);
         self.remote_rtcp = rtcp;
         self.rtp_learned = false;
-        self.rtcp_learned = false;
         self.candidate = None;
     }
 
@@ -519,7 +550,11 @@ impl RtpSession {
 
     fn ntp_at(&self, now: Instant) -> u64 {
         let (at, wall) = self.wall;
-        let t = if now >= at { wall + (now - at) } else { wall - (at - now) };
+        let t = if now >= at {
+            wall + (now - at)
+        } else {
+            wall - (at - now)
+        };
         ntp_timestamp(t)
     }
 
@@ -528,7 +563,12 @@ impl RtpSession {
     /// Handles a datagram received on the RTP port (RTCP too when muxed: it is recognised by
     /// its packet type). Events are queued for [`poll_event`](Self::poll_event); audio goes to
     /// the jitter buffer for [`poll_frame`](Self::poll_frame). Errors only for malformed data.
-    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Result<(), RtpError> {
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), RtpError> {
         if is_rtcp(&data) {
             return self.handle_rtcp(now, from, data);
         }
@@ -549,7 +589,8 @@ impl RtpSession {
                 let events = &mut self.events;
                 self.dtmf_rx.flush(&mut |e| events.push_back(e.into()));
                 self.dtmf_rx.reset();
-                self.events.push_back(Event::SsrcChanged { old, new: h.ssrc });
+                self.events
+                    .push_back(Event::SsrcChanged { old, new: h.ssrc });
                 self.rx = RecvStats::default();
                 self.last_sr_rx = None;
                 self.remote_ssrc = Some(h.ssrc);
@@ -565,9 +606,14 @@ impl RtpSession {
         if let Some((te_pt, te_rate)) = self.cfg.payloads.telephone_event() {
             if h.payload_type == te_pt {
                 let events = &mut self.events;
-                let r = self.dtmf_rx.handle(now, h.timestamp, h.marker, &pkt.payload, te_rate, &mut |e| {
-                    events.push_back(e.into())
-                });
+                let r = self.dtmf_rx.handle(
+                    now,
+                    h.timestamp,
+                    h.marker,
+                    &pkt.payload,
+                    te_rate,
+                    &mut |e| events.push_back(e.into()),
+                );
                 if let Err(e) = r {
                     self.stats.malformed += 1;
                     return Err(e.into());
@@ -579,8 +625,17 @@ impl RtpSession {
             self.stats.ignored += 1; // comfort noise, video, unnegotiated types
             return Ok(());
         };
-        self.rx.update_jitter(now.saturating_duration_since(self.epoch), h.timestamp, rtp_clock_rate(format));
-        let frame = Frame { format, data: pkt.payload, ts: h.timestamp, seq: h.sequence };
+        self.rx.update_jitter(
+            now.saturating_duration_since(self.epoch),
+            h.timestamp,
+            rtp_clock_rate(format),
+        );
+        let frame = Frame {
+            format,
+            data: pkt.payload,
+            ts: h.timestamp,
+            seq: h.sequence,
+        };
         self.jb.put(now, h.ssrc, frame);
         Ok(())
     }
@@ -621,7 +676,12 @@ impl RtpSession {
     }
 
     /// Handles a datagram received on the RTCP port (or a muxed RTCP packet).
-    pub fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, data: Bytes) -> Result<(), RtpError> {
+    pub fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), RtpError> {
         let pkts = match RtcpPacket::parse_compound(data) {
             Ok(p) => p,
             Err(e) => {
@@ -631,8 +691,15 @@ impl RtpSession {
         };
         self.stats.rtcp_received += 1;
         if self.cfg.symmetric && !self.cfg.rtcp_mux {
-            self.remote_rtcp = Some(from);
-            self.rtcp_learned = true;
+            // Learn the RTCP address from reports of the source we receive RTP from.
+            let sender = match pkts.first() {
+                Some(RtcpPacket::SenderReport(sr)) => Some(sr.ssrc),
+                Some(RtcpPacket::ReceiverReport(rr)) => Some(rr.ssrc),
+                _ => None,
+            };
+            if sender.is_some() && sender == self.remote_ssrc {
+                self.remote_rtcp = Some(from);
+            }
         }
         for p in pkts {
             match p {
@@ -646,7 +713,10 @@ impl RtpSession {
                 RtcpPacket::Goodbye(bye) => {
                     for s in bye.sources {
                         if self.remote_ssrc == Some(s) {
-                            let reason = bye.reason.as_ref().map(|r| String::from_utf8_lossy(r).into_owned());
+                            let reason = bye
+                                .reason
+                                .as_ref()
+                                .map(|r| String::from_utf8_lossy(r).into_owned());
                             self.events.push_back(Event::Bye { ssrc: s, reason });
                         }
                     }
@@ -664,7 +734,9 @@ impl RtpSession {
             self.stats.remote_jitter = rb.jitter;
             if rb.last_sr != 0 {
                 let now_mid = ntp_middle32(self.ntp_at(now));
-                let rtt = now_mid.wrapping_sub(rb.last_sr).wrapping_sub(rb.delay_since_last_sr);
+                let rtt = now_mid
+                    .wrapping_sub(rb.last_sr)
+                    .wrapping_sub(rb.delay_since_last_sr);
                 if rtt < 0x8000_0000 {
                     self.stats.rtt = Some(Duration::from_nanos(rtt as u64 * 1_000_000_000 / 65536));
                 }
@@ -705,16 +777,18 @@ impl RtpSession {
         let mut marker = std::mem::take(&mut self.need_marker);
         let ts = match self.tx_anchor {
             Some((at, ats)) if self.tx_rate == rate => {
-                let wall = ats.wrapping_add(duration_to_units(now.saturating_duration_since(at), rate));
+                let wall =
+                    ats.wrapping_add(duration_to_units(now.saturating_duration_since(at), rate));
                 let diff = wall.wrapping_sub(self.tx_next_ts) as i32;
                 let skew = (rate / 1000 * MAX_TS_SKEW_MS) as i32;
                 if diff > skew {
                     marker = true; // a pause: keep media time in step with real time
                     wall
                 } else {
-                    if diff < -skew {
-                        // Sending faster than real time (a burst): re-anchor, stay continuous.
-                        self.tx_anchor = Some((now, self.tx_next_ts));
+                    let lead = rate / 1000 * MAX_TX_LEAD_MS;
+                    if diff < -(lead as i32) {
+                        // Far ahead of real time: cap the credited lead, stay continuous.
+                        self.tx_anchor = Some((now, self.tx_next_ts.wrapping_sub(lead)));
                     }
                     self.tx_next_ts
                 }
@@ -756,7 +830,8 @@ impl RtpSession {
             self.tx_next_ts = self.tx_next_ts.wrapping_add(units);
             return None;
         }
-        let (Some(dest), Some(pt)) = (self.remote_rtp, self.cfg.payloads.pt_for(frame.format)) else {
+        let (Some(dest), Some(pt)) = (self.remote_rtp, self.cfg.payloads.pt_for(frame.format))
+        else {
             self.stats.send_dropped += 1;
             return None;
         };
@@ -768,12 +843,21 @@ impl RtpSession {
         self.tx_next_ts = ts.wrapping_add(units);
         self.tx_last_pt = Some(pt);
         self.tx_last = Some((now, ts));
-        Some(Transmit { dest, data, rtcp: false })
+        Some(Transmit {
+            dest,
+            data,
+            rtcp: false,
+        })
     }
 
     /// Starts sending an RFC 4733 digit (queued behind one in progress). Returns its first
     /// packet; the rest come from [`poll_transmit`](Self::poll_transmit).
-    pub fn send_dtmf(&mut self, now: Instant, digit: char, duration_ms: u32) -> Result<Option<Transmit>, RtpError> {
+    pub fn send_dtmf(
+        &mut self,
+        now: Instant,
+        digit: char,
+        duration_ms: u32,
+    ) -> Result<Option<Transmit>, RtpError> {
         if self.cfg.payloads.telephone_event().is_none() {
             return Err(RtpError::NoTelephoneEvent);
         }
@@ -792,12 +876,25 @@ impl RtpSession {
             self.dtmf_queue.clear();
             return false;
         };
-        let Some((digit, ms)) = self.dtmf_queue.pop_front() else { return false };
-        let Some(sender) = DtmfSender::new(now, digit, ms, te_rate, self.cfg.ptime) else { return false };
-        let clock = if self.tx_anchor.is_some() { self.tx_rate } else { te_rate };
+        let Some((digit, ms)) = self.dtmf_queue.pop_front() else {
+            return false;
+        };
+        let Some(sender) = DtmfSender::new(now, digit, ms, te_rate, self.cfg.ptime) else {
+            return false;
+        };
+        let clock = if self.tx_anchor.is_some() {
+            self.tx_rate
+        } else {
+            te_rate
+        };
         let (ts, _) = self.tx_timestamp(now, clock);
         let audio_units = (sender.duration_units() as u64 * clock as u64 / te_rate as u64) as u32;
-        self.dtmf_tx = Some(ActiveDtmf { sender, pt, ts, audio_units });
+        self.dtmf_tx = Some(ActiveDtmf {
+            sender,
+            pt,
+            ts,
+            audio_units,
+        });
         true
     }
 
@@ -838,7 +935,13 @@ impl RtpSession {
                 self.finish_dtmf(now);
             }
             match self.remote_rtp {
-                Some(dest) => return Some(Transmit { dest, data, rtcp: false }),
+                Some(dest) => {
+                    return Some(Transmit {
+                        dest,
+                        data,
+                        rtcp: false,
+                    })
+                }
                 None => self.stats.send_dropped += 1,
             }
         }
@@ -854,14 +957,22 @@ impl RtpSession {
         self.next_rtcp = now + self.cfg.rtcp_interval;
         let dest = self.remote_rtcp()?;
         let data = self.build_rtcp(now, None)?;
-        Some(Transmit { dest, data, rtcp: true })
+        Some(Transmit {
+            dest,
+            data,
+            rtcp: true,
+        })
     }
 
     /// A final report with BYE, for when the stream ends.
     pub fn rtcp_bye(&mut self, now: Instant, reason: Option<&str>) -> Option<Transmit> {
         let dest = self.remote_rtcp()?;
         let data = self.build_rtcp(now, Some(reason.unwrap_or("")))?;
-        Some(Transmit { dest, data, rtcp: true })
+        Some(Transmit {
+            dest,
+            data,
+            rtcp: true,
+        })
     }
 
     fn build_rtcp(&mut self, now: Instant, bye: Option<&str>) -> Option<Vec<u8>> {
@@ -873,7 +984,10 @@ impl RtpSession {
         self.sent_at_last_report = self.stats.packets_sent;
         let first = if sending {
             let rtp_timestamp = match self.tx_last {
-                Some((at, ts)) => ts.wrapping_add(duration_to_units(now.saturating_duration_since(at), self.tx_rate)),
+                Some((at, ts)) => ts.wrapping_add(duration_to_units(
+                    now.saturating_duration_since(at),
+                    self.tx_rate,
+                )),
                 None => self.tx_next_ts,
             };
             RtcpPacket::SenderReport(SenderReport {
@@ -885,7 +999,10 @@ impl RtpSession {
                 reports,
             })
         } else {
-            RtcpPacket::ReceiverReport(ReceiverReport { ssrc: self.ssrc, reports })
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: self.ssrc,
+                reports,
+            })
         };
         let mut cname = self.cname.clone();
         cname.truncate(255);
@@ -893,7 +1010,10 @@ impl RtpSession {
             first,
             RtcpPacket::SourceDescription(vec![SdesChunk {
                 ssrc: self.ssrc,
-                items: vec![super::packet::SdesItem { kind: super::packet::SDES_CNAME, value: cname }],
+                items: vec![super::packet::SdesItem {
+                    kind: super::packet::SDES_CNAME,
+                    value: cname,
+                }],
             }]),
         ];
         if let Some(reason) = bye {
@@ -917,10 +1037,14 @@ impl RtpSession {
             None if !self.dtmf_queue.is_empty() => Some(self.dtmf_next_start.unwrap_or(self.epoch)),
             None => None,
         };
-        let rtcp = (!self.cfg.rtcp_interval.is_zero() && self.remote_rtcp().is_some()).then_some(self.next_rtcp);
+        let rtcp = (!self.cfg.rtcp_interval.is_zero() && self.remote_rtcp().is_some())
+            .then_some(self.next_rtcp);
         let timeout = (!self.cfg.timeout.is_zero() && !self.on_hold && !self.timed_out)
             .then(|| self.last_rx + self.cfg.timeout);
-        [dtmf_tx, rtcp, timeout, self.dtmf_rx.deadline()].into_iter().flatten().min()
+        [dtmf_tx, rtcp, timeout, self.dtmf_rx.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -965,7 +1089,14 @@ mod tests {
 
     fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Bytes {
         let p = RtpPacket {
-            header: RtpHeader { marker, payload_type: pt, sequence: seq, timestamp: ts, ssrc, ..Default::default() },
+            header: RtpHeader {
+                marker,
+                payload_type: pt,
+                sequence: seq,
+                timestamp: ts,
+                ssrc,
+                ..Default::default()
+            },
             payload: Bytes::copy_from_slice(payload),
             padding: 0,
         };
@@ -978,16 +1109,28 @@ mod tests {
 
     #[test]
     fn payload_map() {
-        let m = PayloadMap::with_static().with(96, Format::Slin16).with(97, Format::Ulaw).with_telephone_event(101, 8000);
+        let m = PayloadMap::with_static()
+            .with(96, Format::Slin16)
+            .with(97, Format::Ulaw)
+            .with_telephone_event(101, 8000);
         assert_eq!(m.format(0), Some(Format::Ulaw));
         assert_eq!(m.format(97), Some(Format::Ulaw));
-        assert_eq!(m.pt_for(Format::Ulaw), Some(0), "first mapping wins for sending");
+        assert_eq!(
+            m.pt_for(Format::Ulaw),
+            Some(0),
+            "first mapping wins for sending"
+        );
         assert_eq!(m.pt_for(Format::Slin16), Some(96));
         assert_eq!(m.pt_for(Format::Slin48), None);
         assert_eq!(m.format(101), None);
         assert_eq!(m.format(200), None);
         assert_eq!(m.telephone_event(), Some((101, 8000)));
-        assert_eq!(PayloadMap::new().with(130, Format::Ulaw).pt_for(Format::Ulaw), None);
+        assert_eq!(
+            PayloadMap::new()
+                .with(130, Format::Ulaw)
+                .pt_for(Format::Ulaw),
+            None
+        );
     }
 
     #[test]
@@ -1032,16 +1175,25 @@ mod tests {
             assert_eq!(p.header.timestamp, 50_000 + 160 * i);
             assert!(!p.header.marker);
         }
-        // Jitter under 80 ms is absorbed.
+        // The burst's lead is used up by the following pause: still continuous.
         let p = parse(&s.send_frame(t0 + ms(250), &ulaw(160)).unwrap());
         assert_eq!(p.header.timestamp, 50_000 + 1600);
         assert!(!p.header.marker);
         // One second of silence: the timestamp follows the clock, marker set.
-        let p = parse(&s.send_frame(t0 + ms(1251), &ulaw(160)).unwrap());
+        let p = parse(&s.send_frame(t0 + ms(1250), &ulaw(160)).unwrap());
         assert!(p.header.marker);
-        let jump = p.header.timestamp.wrapping_sub(50_000 + 1760);
-        assert!((7000..=8100).contains(&jump), "jump {jump}");
+        assert_eq!(p.header.timestamp, 50_000 + 1250 * 8);
         assert_eq!(p.header.sequence, 1011, "sequence stays continuous");
+        let p = parse(&s.send_frame(t0 + ms(1270), &ulaw(160)).unwrap());
+        assert!(!p.header.marker);
+        assert_eq!(p.header.timestamp, 50_000 + 1270 * 8);
+        // A source that runs ahead of real time for long keeps at most 200 ms of lead, so a
+        // later pause is still seen.
+        for _ in 0..100 {
+            s.send_frame(t0 + ms(1280), &ulaw(160)).unwrap();
+        }
+        let p = parse(&s.send_frame(t0 + ms(1280 + 500), &ulaw(160)).unwrap());
+        assert!(p.header.marker);
     }
 
     #[test]
@@ -1058,14 +1210,26 @@ mod tests {
         assert_eq!(p.header.timestamp, 50_320, "G.722 is clocked at 8 kHz");
         assert!(!p.header.marker);
         // Not negotiated.
-        assert!(s.send_frame(t0 + ms(60), &Frame::new(Format::Slin48, Bytes::from(vec![0u8; 1920]))).is_none());
+        assert!(s
+            .send_frame(
+                t0 + ms(60),
+                &Frame::new(Format::Slin48, Bytes::from(vec![0u8; 1920]))
+            )
+            .is_none());
         assert_eq!(s.stats().send_dropped, 1);
     }
 
     #[test]
     fn send_without_remote() {
         let t0 = Instant::now();
-        let mut s = RtpSession::new(RtpConfig { remote: None, ..cfg() }, t0, wall());
+        let mut s = RtpSession::new(
+            RtpConfig {
+                remote: None,
+                ..cfg()
+            },
+            t0,
+            wall(),
+        );
         assert!(s.send_frame(t0, &ulaw(160)).is_none());
         assert!(s.poll_rtcp(t0 + Duration::from_secs(10)).is_none());
         assert_eq!(s.stats().send_dropped, 1);
@@ -1087,7 +1251,19 @@ mod tests {
         let mut got = Vec::new();
         for i in 0..10u16 {
             let now = t0 + ms(i as u64 * 20);
-            s.handle_receive(now, from, rtp(8, 500 + i, 1000 + i as u32 * 160, PEER_SSRC, i == 0, &[i as u8; 160])).unwrap();
+            s.handle_receive(
+                now,
+                from,
+                rtp(
+                    8,
+                    500 + i,
+                    1000 + i as u32 * 160,
+                    PEER_SSRC,
+                    i == 0,
+                    &[i as u8; 160],
+                ),
+            )
+            .unwrap();
             if let Playout::Frame(f) = s.poll_frame(now + ms(5)) {
                 got.push(f);
             }
@@ -1103,7 +1279,12 @@ mod tests {
         assert_eq!(st.lost, 0);
         assert_eq!(s.remote_ssrc(), Some(PEER_SSRC));
         // Unknown payload type (comfort noise) is ignored.
-        s.handle_receive(t0 + ms(200), from, rtp(13, 510, 2600, PEER_SSRC, false, &[1])).unwrap();
+        s.handle_receive(
+            t0 + ms(200),
+            from,
+            rtp(13, 510, 2600, PEER_SSRC, false, &[1]),
+        )
+        .unwrap();
         assert_eq!(s.stats().ignored, 1);
         assert!(events(&mut s, t0 + ms(200)).is_empty());
     }
@@ -1113,10 +1294,16 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RtpSession::new(cfg(), t0, wall());
         let from = addr("10.0.0.2:4000");
-        assert!(s.handle_receive(t0, from, Bytes::from_static(&[0x80, 0, 1])).is_err());
-        assert!(s.handle_receive(t0, from, Bytes::from_static(&[0x80, 200, 0, 9, 1, 2, 3, 4])).is_err());
+        assert!(s
+            .handle_receive(t0, from, Bytes::from_static(&[0x80, 0, 1]))
+            .is_err());
+        assert!(s
+            .handle_receive(t0, from, Bytes::from_static(&[0x80, 200, 0, 9, 1, 2, 3, 4]))
+            .is_err());
         // Short telephone-event payload.
-        assert!(s.handle_receive(t0, from, rtp(101, 1, 1, PEER_SSRC, true, &[1, 2])).is_err());
+        assert!(s
+            .handle_receive(t0, from, rtp(101, 1, 1, PEER_SSRC, true, &[1, 2]))
+            .is_err());
         assert_eq!(s.stats().malformed, 3);
     }
 
@@ -1126,7 +1313,12 @@ mod tests {
         let mut s = RtpSession::new(cfg(), t0, wall());
         let from = addr("10.0.0.2:4000");
         for seq in [65534u16, 65535, 2, 3, 5] {
-            s.handle_receive(t0, from, rtp(0, seq, seq as u32 * 160, PEER_SSRC, false, &[0; 160])).unwrap();
+            s.handle_receive(
+                t0,
+                from,
+                rtp(0, seq, seq as u32 * 160, PEER_SSRC, false, &[0; 160]),
+            )
+            .unwrap();
         }
         assert_eq!(s.stats().lost, 3, "0, 1 and 4 across the wrap");
     }
@@ -1136,11 +1328,24 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RtpSession::new(cfg(), t0, wall());
         let from = addr("10.0.0.2:4000");
-        let ev = |end, dur| DtmfPayload { event: 1, end, volume: 10, duration: dur }.to_bytes();
+        let ev = |end, dur| {
+            DtmfPayload {
+                event: 1,
+                end,
+                volume: 10,
+                duration: dur,
+            }
+            .to_bytes()
+        };
         let mut seq = 10;
         let mut send = |s: &mut RtpSession, at: u64, marker, p: [u8; 4]| {
             seq += 1;
-            s.handle_receive(t0 + ms(at), from, rtp(101, seq, 8000, PEER_SSRC, marker, &p)).unwrap();
+            s.handle_receive(
+                t0 + ms(at),
+                from,
+                rtp(101, seq, 8000, PEER_SSRC, marker, &p),
+            )
+            .unwrap();
         };
         send(&mut s, 0, true, ev(false, 160));
         assert_eq!(events(&mut s, t0), vec![Event::DtmfBegin { digit: '1' }]);
@@ -1148,13 +1353,37 @@ mod tests {
         send(&mut s, 40, false, ev(true, 480));
         send(&mut s, 40, false, ev(true, 480));
         send(&mut s, 40, false, ev(true, 480));
-        assert_eq!(events(&mut s, t0 + ms(40)), vec![Event::DtmfEnd { digit: '1', duration_ms: 60 }]);
+        assert_eq!(
+            events(&mut s, t0 + ms(40)),
+            vec![Event::DtmfEnd {
+                digit: '1',
+                duration_ms: 60
+            }]
+        );
         // A digit whose end never comes is ended by the timeout (via poll_event).
-        s.handle_receive(t0 + ms(100), from, rtp(101, 100, 9000, PEER_SSRC, true, &ev(false, 160))).unwrap();
-        assert_eq!(events(&mut s, t0 + ms(100)), vec![Event::DtmfBegin { digit: '1' }]);
+        s.handle_receive(
+            t0 + ms(100),
+            from,
+            rtp(101, 100, 9000, PEER_SSRC, true, &ev(false, 160)),
+        )
+        .unwrap();
+        assert_eq!(
+            events(&mut s, t0 + ms(100)),
+            vec![Event::DtmfBegin { digit: '1' }]
+        );
         assert_eq!(s.poll_deadline(), Some(t0 + ms(600)));
-        assert_eq!(events(&mut s, t0 + ms(600)), vec![Event::DtmfEnd { digit: '1', duration_ms: 20 }]);
-        assert_eq!(s.jitter_buffer().stats().received, 0, "DTMF does not go to the jitter buffer");
+        assert_eq!(
+            events(&mut s, t0 + ms(600)),
+            vec![Event::DtmfEnd {
+                digit: '1',
+                duration_ms: 20
+            }]
+        );
+        assert_eq!(
+            s.jitter_buffer().stats().received,
+            0,
+            "DTMF does not go to the jitter buffer"
+        );
     }
 
     #[test]
@@ -1162,14 +1391,43 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RtpSession::new(cfg(), t0, wall());
         let from = addr("10.0.0.2:4000");
-        s.handle_receive(t0, from, rtp(0, 1, 0, PEER_SSRC, true, &[0; 160])).unwrap();
+        s.handle_receive(t0, from, rtp(0, 1, 0, PEER_SSRC, true, &[0; 160]))
+            .unwrap();
         // A digit in progress is ended by the change.
-        s.handle_receive(t0, from, rtp(101, 2, 160, PEER_SSRC, true, &DtmfPayload { event: 9, end: false, volume: 10, duration: 160 }.to_bytes())).unwrap();
+        s.handle_receive(
+            t0,
+            from,
+            rtp(
+                101,
+                2,
+                160,
+                PEER_SSRC,
+                true,
+                &DtmfPayload {
+                    event: 9,
+                    end: false,
+                    volume: 10,
+                    duration: 160,
+                }
+                .to_bytes(),
+            ),
+        )
+        .unwrap();
         assert_eq!(events(&mut s, t0), vec![Event::DtmfBegin { digit: '9' }]);
-        s.handle_receive(t0 + ms(20), from, rtp(0, 777, 99, 0x5555, true, &[0; 160])).unwrap();
+        s.handle_receive(t0 + ms(20), from, rtp(0, 777, 99, 0x5555, true, &[0; 160]))
+            .unwrap();
         assert_eq!(
             events(&mut s, t0 + ms(20)),
-            vec![Event::DtmfEnd { digit: '9', duration_ms: 20 }, Event::SsrcChanged { old: PEER_SSRC, new: 0x5555 }]
+            vec![
+                Event::DtmfEnd {
+                    digit: '9',
+                    duration_ms: 20
+                },
+                Event::SsrcChanged {
+                    old: PEER_SSRC,
+                    new: 0x5555
+                }
+            ]
         );
         assert_eq!(s.remote_ssrc(), Some(0x5555));
         assert_eq!(s.stats().lost, 0, "statistics restart for the new source");
@@ -1178,29 +1436,55 @@ mod tests {
     #[test]
     fn symmetric_learning() {
         let t0 = Instant::now();
-        let mut s = RtpSession::new(RtpConfig { symmetric: true, ..cfg() }, t0, wall());
+        let mut s = RtpSession::new(
+            RtpConfig {
+                symmetric: true,
+                ..cfg()
+            },
+            t0,
+            wall(),
+        );
         let nat = addr("203.0.113.5:31000");
-        s.handle_receive(t0, nat, rtp(0, 1, 0, PEER_SSRC, true, &[0; 160])).unwrap();
+        s.handle_receive(t0, nat, rtp(0, 1, 0, PEER_SSRC, true, &[0; 160]))
+            .unwrap();
         assert_eq!(events(&mut s, t0), vec![Event::RemoteAddress(nat)]);
         assert_eq!(s.remote(), Some(nat));
         assert_eq!(s.remote_rtcp(), Some(addr("203.0.113.5:31001")));
         assert_eq!(s.send_frame(t0, &ulaw(160)).unwrap().dest, nat);
         // A stray packet from elsewhere is dropped.
         let other = addr("198.51.100.9:5000");
-        s.handle_receive(t0, other, rtp(0, 2, 160, PEER_SSRC, false, &[0; 160])).unwrap();
+        s.handle_receive(t0, other, rtp(0, 2, 160, PEER_SSRC, false, &[0; 160]))
+            .unwrap();
         assert_eq!(s.stats().ignored, 1);
         assert_eq!(s.remote(), Some(nat));
         // A NAT rebinding: 4 in-sequence packets from the new address switch over.
         for i in 0..4u16 {
-            s.handle_receive(t0, other, rtp(0, 10 + i, 0, PEER_SSRC, false, &[0; 160])).unwrap();
+            s.handle_receive(t0, other, rtp(0, 10 + i, 0, PEER_SSRC, false, &[0; 160]))
+                .unwrap();
         }
         assert_eq!(s.remote(), Some(other));
         assert_eq!(events(&mut s, t0), vec![Event::RemoteAddress(other)]);
         assert_eq!(s.stats().ignored, 4);
+        // Symmetric RTCP: learned from reports of the source we receive, not from strangers.
+        let rr = |ssrc| {
+            Bytes::from(
+                RtcpPacket::build_compound(&[RtcpPacket::ReceiverReport(ReceiverReport {
+                    ssrc,
+                    reports: vec![],
+                })])
+                .unwrap(),
+            )
+        };
+        s.handle_rtcp(t0, addr("192.0.2.1:9"), rr(0x9999)).unwrap();
+        assert_eq!(s.remote_rtcp(), Some(addr("198.51.100.9:5001")));
+        s.handle_rtcp(t0, addr("198.51.100.9:6123"), rr(PEER_SSRC))
+            .unwrap();
+        assert_eq!(s.remote_rtcp(), Some(addr("198.51.100.9:6123")));
         // set_remote restarts learning.
         s.set_remote(addr("10.0.0.9:7000"), Some(addr("10.0.0.9:7005")));
         assert_eq!(s.remote_rtcp(), Some(addr("10.0.0.9:7005")));
-        s.handle_receive(t0, nat, rtp(0, 20, 0, PEER_SSRC, false, &[0; 160])).unwrap();
+        s.handle_receive(t0, nat, rtp(0, 20, 0, PEER_SSRC, false, &[0; 160]))
+            .unwrap();
         assert_eq!(s.remote(), Some(nat));
     }
 
@@ -1208,7 +1492,12 @@ mod tests {
     fn non_symmetric_keeps_configured_remote() {
         let t0 = Instant::now();
         let mut s = RtpSession::new(cfg(), t0, wall());
-        s.handle_receive(t0, addr("203.0.113.5:31000"), rtp(0, 1, 0, PEER_SSRC, true, &[0; 160])).unwrap();
+        s.handle_receive(
+            t0,
+            addr("203.0.113.5:31000"),
+            rtp(0, 1, 0, PEER_SSRC, true, &[0; 160]),
+        )
+        .unwrap();
         assert_eq!(s.remote(), Some(addr("10.0.0.2:4000")));
         assert_eq!(s.stats().packets_received, 1);
         assert!(events(&mut s, t0).is_empty());
@@ -1231,7 +1520,15 @@ mod tests {
         assert_eq!(first.header.payload_type, 101);
         assert_eq!(first.header.sequence, 1003);
         assert_eq!(first.header.timestamp, 50_480);
-        assert_eq!(dtmf_of(&first), DtmfPayload { event: 11, end: false, volume: 10, duration: 160 });
+        assert_eq!(
+            dtmf_of(&first),
+            DtmfPayload {
+                event: 11,
+                end: false,
+                volume: 10,
+                duration: 160
+            }
+        );
         let mut pkts = vec![first];
         let mut t = 60;
         while t < 400 {
@@ -1261,7 +1558,11 @@ mod tests {
         let a = parse(&s.send_frame(t0 + ms(200), &ulaw(160)).unwrap());
         assert!(a.header.marker);
         assert_eq!(a.header.sequence, 1010);
-        assert!(a.header.timestamp.wrapping_sub(50_480) >= 800, "{}", a.header.timestamp);
+        assert!(
+            a.header.timestamp.wrapping_sub(50_480) >= 800,
+            "{}",
+            a.header.timestamp
+        );
         assert_eq!(s.stats().packets_sent, 3 + 7 + 1);
     }
 
@@ -1269,28 +1570,54 @@ mod tests {
     fn send_dtmf_queue_and_errors() {
         let t0 = Instant::now();
         let mut s = RtpSession::new(cfg(), t0, wall());
-        assert!(matches!(s.send_dtmf(t0, 'Q', 100), Err(RtpError::InvalidDigit('Q'))));
-        assert!(s.send_dtmf(t0, '1', 40).unwrap().is_some());
+        assert!(matches!(
+            s.send_dtmf(t0, 'Q', 100),
+            Err(RtpError::InvalidDigit('Q'))
+        ));
+        let first = parse(&s.send_dtmf(t0, '1', 40).unwrap().unwrap());
         assert!(s.send_dtmf(t0, '2', 40).unwrap().is_none(), "queued");
-        let mut all = Vec::new();
+        let mut all = vec![(0, first)];
         for t in 0..400 {
             let now = t0 + ms(t);
             while let Some(x) = s.poll_transmit(now) {
                 all.push((t, parse(&x)));
             }
         }
-        let firsts: Vec<(u64, u8, u32)> =
-            all.iter().filter(|(_, p)| p.header.marker).map(|(t, p)| (*t, dtmf_of(p).event, p.header.timestamp)).collect();
+        let firsts: Vec<(u64, u8, u32)> = all
+            .iter()
+            .filter(|(_, p)| p.header.marker)
+            .map(|(t, p)| (*t, dtmf_of(p).event, p.header.timestamp))
+            .collect();
         assert_eq!(firsts.len(), 2);
         assert_eq!(firsts[0].1, 1);
         assert_eq!(firsts[1].1, 2);
-        assert!(firsts[1].0 > 60, "second digit after the first one's end packets");
-        assert!(firsts[1].2.wrapping_sub(firsts[0].2) >= 320, "distinct, later timestamp");
+        assert!(
+            firsts[1].0 > 60,
+            "second digit after the first one's end packets"
+        );
+        assert!(
+            firsts[1].2.wrapping_sub(firsts[0].2) >= 320,
+            "distinct, later timestamp"
+        );
         assert_eq!(all.len(), 2 * (2 + 2));
-        assert_eq!(s.poll_deadline(), Some(t0 + Duration::from_secs(5)), "only RTCP left");
+        assert_eq!(
+            s.poll_deadline(),
+            Some(t0 + Duration::from_secs(5)),
+            "only RTCP left"
+        );
 
-        let mut none = RtpSession::new(RtpConfig { payloads: PayloadMap::with_static(), ..cfg() }, t0, wall());
-        assert!(matches!(none.send_dtmf(t0, '1', 100), Err(RtpError::NoTelephoneEvent)));
+        let mut none = RtpSession::new(
+            RtpConfig {
+                payloads: PayloadMap::with_static(),
+                ..cfg()
+            },
+            t0,
+            wall(),
+        );
+        assert!(matches!(
+            none.send_dtmf(t0, '1', 100),
+            Err(RtpError::NoTelephoneEvent)
+        ));
     }
 
     #[test]
@@ -1301,7 +1628,12 @@ mod tests {
         assert!(s.poll_rtcp(t0 + ms(4999)).is_none());
         // Receive-only: RR.
         for seq in [1u16, 2, 4] {
-            s.handle_receive(t0, from, rtp(0, seq, seq as u32 * 160, PEER_SSRC, false, &[0; 160])).unwrap();
+            s.handle_receive(
+                t0,
+                from,
+                rtp(0, seq, seq as u32 * 160, PEER_SSRC, false, &[0; 160]),
+            )
+            .unwrap();
         }
         let t = s.poll_rtcp(t0 + ms(5000)).unwrap();
         assert!(t.rtcp);
@@ -1321,7 +1653,9 @@ mod tests {
             p => panic!("expected RR, got {p:?}"),
         }
         match &pkts[1] {
-            RtcpPacket::SourceDescription(c) => assert_eq!(&c[0].items[0].value[..], b"voxpbx-aaaa0001"),
+            RtcpPacket::SourceDescription(c) => {
+                assert_eq!(&c[0].items[0].value[..], b"voxpbx-aaaa0001")
+            }
             p => panic!("{p:?}"),
         }
         assert!(s.poll_rtcp(t0 + ms(5001)).is_none());
@@ -1348,9 +1682,17 @@ mod tests {
     #[test]
     fn rtcp_receive_lsr_rtt_and_bye() {
         let t0 = Instant::now();
-        let mut s = RtpSession::new(RtpConfig { rtcp_mux: true, ..cfg() }, t0, wall());
+        let mut s = RtpSession::new(
+            RtpConfig {
+                rtcp_mux: true,
+                ..cfg()
+            },
+            t0,
+            wall(),
+        );
         let from = addr("10.0.0.2:4000");
-        s.handle_receive(t0, from, rtp(0, 1, 0, PEER_SSRC, false, &[0; 160])).unwrap();
+        s.handle_receive(t0, from, rtp(0, 1, 0, PEER_SSRC, false, &[0; 160]))
+            .unwrap();
         // The peer's SR (muxed on the RTP port).
         let peer_ntp = ntp_timestamp(wall() + ms(100));
         let sr = RtcpPacket::build_compound(&[RtcpPacket::SenderReport(SenderReport {
@@ -1359,13 +1701,16 @@ mod tests {
             ..Default::default()
         })])
         .unwrap();
-        s.handle_receive(t0 + ms(100), from, Bytes::from(sr)).unwrap();
+        s.handle_receive(t0 + ms(100), from, Bytes::from(sr))
+            .unwrap();
         assert_eq!(s.stats().rtcp_received, 1);
         // Our RR (muxed: to the RTP address) carries LSR and DLSR.
         let t = s.poll_rtcp(t0 + ms(5000)).unwrap();
         assert_eq!(t.dest, from);
         let pkts = RtcpPacket::parse_compound(Bytes::from(t.data)).unwrap();
-        let RtcpPacket::ReceiverReport(rr) = &pkts[0] else { panic!("{pkts:?}") };
+        let RtcpPacket::ReceiverReport(rr) = &pkts[0] else {
+            panic!("{pkts:?}")
+        };
         assert_eq!(rr.reports[0].last_sr, ntp_middle32(peer_ntp));
         assert_eq!(rr.reports[0].delay_since_last_sr, (4.9 * 65536.0) as u32);
         // The peer reports about us: LSR = our SR at 5 s, held 100 ms, received at 5.3 s => RTT 200 ms.
@@ -1392,42 +1737,90 @@ mod tests {
         assert!(rtt >= ms(199) && rtt <= ms(201), "{rtt:?}");
         // BYE from the peer.
         let bye = RtcpPacket::build_compound(&[
-            RtcpPacket::ReceiverReport(ReceiverReport { ssrc: PEER_SSRC, reports: vec![] }),
-            RtcpPacket::Goodbye(Bye { sources: vec![PEER_SSRC], reason: Some(Bytes::from_static(b"done")) }),
+            RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc: PEER_SSRC,
+                reports: vec![],
+            }),
+            RtcpPacket::Goodbye(Bye {
+                sources: vec![PEER_SSRC],
+                reason: Some(Bytes::from_static(b"done")),
+            }),
         ])
         .unwrap();
-        s.handle_receive(t0 + ms(6000), from, Bytes::from(bye)).unwrap();
-        assert_eq!(events(&mut s, t0 + ms(6000)), vec![Event::Bye { ssrc: PEER_SSRC, reason: Some("done".into()) }]);
+        s.handle_receive(t0 + ms(6000), from, Bytes::from(bye))
+            .unwrap();
+        assert_eq!(
+            events(&mut s, t0 + ms(6000)),
+            vec![Event::Bye {
+                ssrc: PEER_SSRC,
+                reason: Some("done".into())
+            }]
+        );
         // Our own BYE.
         let t = s.rtcp_bye(t0 + ms(6000), Some("hangup")).unwrap();
         let pkts = RtcpPacket::parse_compound(Bytes::from(t.data)).unwrap();
         assert_eq!(
             pkts.last(),
-            Some(&RtcpPacket::Goodbye(Bye { sources: vec![LOCAL_SSRC], reason: Some(Bytes::from_static(b"hangup")) }))
+            Some(&RtcpPacket::Goodbye(Bye {
+                sources: vec![LOCAL_SSRC],
+                reason: Some(Bytes::from_static(b"hangup"))
+            }))
         );
     }
 
     #[test]
     fn rtp_timeout() {
         let t0 = Instant::now();
-        let mut s = RtpSession::new(RtpConfig { timeout: Duration::from_secs(30), rtcp_interval: Duration::ZERO, ..cfg() }, t0, wall());
+        let mut s = RtpSession::new(
+            RtpConfig {
+                timeout: Duration::from_secs(30),
+                rtcp_interval: Duration::ZERO,
+                ..cfg()
+            },
+            t0,
+            wall(),
+        );
         let from = addr("10.0.0.2:4000");
         assert_eq!(s.poll_deadline(), Some(t0 + Duration::from_secs(30)));
-        s.handle_receive(t0 + Duration::from_secs(10), from, rtp(0, 1, 0, PEER_SSRC, false, &[0; 160])).unwrap();
+        s.handle_receive(
+            t0 + Duration::from_secs(10),
+            from,
+            rtp(0, 1, 0, PEER_SSRC, false, &[0; 160]),
+        )
+        .unwrap();
         assert_eq!(s.poll_timeout(t0 + Duration::from_secs(39)), None);
-        assert_eq!(s.poll_timeout(t0 + Duration::from_secs(40)), Some(Event::Timeout));
+        assert_eq!(
+            s.poll_timeout(t0 + Duration::from_secs(40)),
+            Some(Event::Timeout)
+        );
         assert_eq!(s.poll_timeout(t0 + Duration::from_secs(41)), None, "once");
         assert_eq!(s.poll_deadline(), None);
         // RTP re-arms it.
-        s.handle_receive(t0 + Duration::from_secs(50), from, rtp(0, 2, 160, PEER_SSRC, false, &[0; 160])).unwrap();
-        assert_eq!(s.poll_timeout(t0 + Duration::from_secs(80)), Some(Event::Timeout));
+        s.handle_receive(
+            t0 + Duration::from_secs(50),
+            from,
+            rtp(0, 2, 160, PEER_SSRC, false, &[0; 160]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.poll_timeout(t0 + Duration::from_secs(80)),
+            Some(Event::Timeout)
+        );
         // Not while on hold; unhold restarts the clock.
-        s.handle_receive(t0 + Duration::from_secs(81), from, rtp(0, 3, 320, PEER_SSRC, false, &[0; 160])).unwrap();
+        s.handle_receive(
+            t0 + Duration::from_secs(81),
+            from,
+            rtp(0, 3, 320, PEER_SSRC, false, &[0; 160]),
+        )
+        .unwrap();
         s.set_hold(t0 + Duration::from_secs(82), true);
         assert_eq!(s.poll_timeout(t0 + Duration::from_secs(200)), None);
         s.set_hold(t0 + Duration::from_secs(200), false);
         assert_eq!(s.poll_timeout(t0 + Duration::from_secs(229)), None);
-        assert_eq!(s.poll_timeout(t0 + Duration::from_secs(230)), Some(Event::Timeout));
+        assert_eq!(
+            s.poll_timeout(t0 + Duration::from_secs(230)),
+            Some(Event::Timeout)
+        );
         // 0 = off.
         s.set_timeout(t0 + Duration::from_secs(230), Duration::ZERO);
         assert_eq!(s.poll_timeout(t0 + Duration::from_secs(1000)), None);
