@@ -56,12 +56,10 @@ fn bench_jitter(c: &mut Criterion) {
         let mut n: u64 = 0;
         b.iter(|| {
             // Swap every 7th pair to exercise reordering.
-            let i = if n % 7 == 0 {
-                n + 1
-            } else if n % 7 == 1 {
-                n - 1
-            } else {
-                n
+            let i = match n % 7 {
+                0 => n + 1,
+                1 => n - 1,
+                _ => n,
             };
             let seq = i as u16;
             let frame = Frame {

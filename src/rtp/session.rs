@@ -398,6 +398,8 @@ pub struct RtpSession {
     remote_rtp: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
     rtp_learned: bool,
+    /// The RTCP address came from received RTCP (symmetric), not from SDP.
+    rtcp_learned: bool,
     /// Symmetric RTP: a new address on probation (address, expected next seq, packets seen).
     candidate: Option<(SocketAddr, u16, u32)>,
     // send side
@@ -446,6 +448,7 @@ impl RtpSession {
             remote_rtp: cfg.remote,
             remote_rtcp,
             rtp_learned: false,
+            rtcp_learned: false,
             candidate: None,
             tx_seq,
             tx_next_ts,
@@ -504,6 +507,7 @@ impl RtpSession {
         self.remote_rtp = Some(rtp);
         self.remote_rtcp = rtcp;
         self.rtp_learned = false;
+        self.rtcp_learned = false;
         self.candidate = None;
     }
 
@@ -671,6 +675,10 @@ impl RtpSession {
     fn learn_rtp(&mut self, from: SocketAddr) {
         if self.remote_rtp != Some(from) {
             self.remote_rtp = Some(from);
+            if !self.rtcp_learned {
+                // The SDP's RTCP address is as stale as its RTP one: follow RTP (port + 1).
+                self.remote_rtcp = None;
+            }
             self.events.push_back(Event::RemoteAddress(from));
         }
     }
@@ -699,6 +707,7 @@ impl RtpSession {
             };
             if sender.is_some() && sender == self.remote_ssrc {
                 self.remote_rtcp = Some(from);
+                self.rtcp_learned = true;
             }
         }
         for p in pkts {
@@ -1439,6 +1448,7 @@ mod tests {
         let mut s = RtpSession::new(
             RtpConfig {
                 symmetric: true,
+                remote_rtcp: Some(addr("10.0.0.2:4009")),
                 ..cfg()
             },
             t0,
