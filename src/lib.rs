@@ -9,5 +9,6 @@ pub mod dialplan;
 pub mod events;
 pub mod interfaces;
 pub mod media;
+pub mod rtp;
 pub mod runtime;
 pub mod speech;
