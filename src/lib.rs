@@ -10,4 +10,5 @@ pub mod events;
 pub mod interfaces;
 pub mod media;
 pub mod runtime;
+pub mod sip;
 pub mod speech;
