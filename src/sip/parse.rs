@@ -611,11 +611,15 @@ fn leading_crlf(buf: &[u8]) -> usize {
         .count()
 }
 
-/// Logical header lines (folded continuation lines joined with one space).
-fn header_lines(head: &str) -> Result<(&str, Vec<(&str, Cow<'_, str>)>), SipParseError> {
+/// A header line: name as written, unfolded value.
+type HeaderLine<'a> = (&'a str, Cow<'a, str>);
+
+/// The start line and the logical header lines (folded continuation lines joined with
+/// one space).
+fn header_lines(head: &str) -> Result<(&str, Vec<HeaderLine<'_>>), SipParseError> {
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let start = lines.next().unwrap_or("");
-    let mut out: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(16);
+    let mut out: Vec<HeaderLine<'_>> = Vec::with_capacity(16);
     for line in lines {
         if line.contains('\r') {
             return Err(SipParseError::BadHeaderLine(clip(line)));

@@ -355,6 +355,9 @@ impl Sdp {
             if line.is_empty() {
                 continue;
             }
+            if line.contains(['\r', '\0']) {
+                return Err(err(n, "CR or NUL inside a line"));
+            }
             let b = line.as_bytes();
             if b.len() < 2 || b[1] != b'=' || !b[0].is_ascii_lowercase() {
                 return Err(err(n, "expected <type>=<value>"));
@@ -961,6 +964,54 @@ m=audio 4000 RTP/AVP 112 18\na=rtpmap:112 PCMU/8000\na=rtpmap:18 G729/8000\n",
         .unwrap();
         assert_eq!(a.audio().unwrap().direction, Direction::RecvOnly);
         assert_eq!(Codec::from_format(Codec::G722.format()), Some(Codec::G722));
+    }
+
+    /// The fuzz property on random edits of an offer: parse never panics, what parses
+    /// serializes to something that parses, and answering it works or says why not.
+    #[test]
+    fn mutated_sdp_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as usize
+        };
+        let specials = b"\r\n =:/0123456789amcv\xff";
+        let mut parsed = 0;
+        for _ in 0..3000 {
+            let mut m = OFFER.as_bytes().to_vec();
+            for _ in 0..1 + next() % 3 {
+                let i = next() % m.len();
+                let b = specials[next() % specials.len()];
+                match next() % 3 {
+                    0 => m[i] = b,
+                    1 => m.insert(i, b),
+                    _ => {
+                        m.remove(i);
+                    }
+                }
+            }
+            let Ok(sdp) = Sdp::parse(&m) else { continue };
+            parsed += 1;
+            let _ = (sdp.audio(), sdp.is_hold());
+            let again = Sdp::parse(sdp.to_string().as_bytes()).expect("serialized SDP parses");
+            assert_eq!(again.media.len(), sdp.media.len());
+            if let Ok(a) = answer(
+                &sdp,
+                &[Codec::Pcmu, Codec::Pcma, Codec::G722],
+                ip("192.0.2.1"),
+                10000,
+                Direction::SendRecv,
+            ) {
+                assert_eq!(a.media.len(), sdp.media.len());
+                assert!(Sdp::parse(a.to_string().as_bytes()).is_ok());
+            }
+        }
+        assert!(
+            parsed > 100,
+            "too few mutations parsed ({parsed}) to mean anything"
+        );
     }
 
     #[test]

@@ -1175,12 +1175,14 @@ CSeq: 7 {method}\n\
         r.to_bytes()
     }
 
+    type Log<T> = Vec<(Duration, T)>;
+
     struct Harness {
         layer: TransactionLayer,
         t0: Instant,
         now: Instant,
-        sent: Vec<(Duration, Transmit)>,
-        events: Vec<(Duration, Event)>,
+        sent: Log<Transmit>,
+        events: Log<Event>,
     }
 
     impl Harness {
@@ -1225,7 +1227,7 @@ CSeq: 7 {method}\n\
         fn sent_times(&self) -> Vec<f64> {
             self.sent.iter().map(|(d, _)| d.as_secs_f64()).collect()
         }
-        fn take(&mut self) -> (Vec<(Duration, Transmit)>, Vec<(Duration, Event)>) {
+        fn take(&mut self) -> (Log<Transmit>, Log<Event>) {
             (
                 std::mem::take(&mut self.sent),
                 std::mem::take(&mut self.events),
