@@ -347,10 +347,14 @@ impl Dialog {
 
     /// A new in-dialog request (BYE, re-INVITE, INFO, UPDATE, REFER, ...): the next
     /// local CSeq, tags, route set. The caller supplies the Via (with a fresh branch)
-    /// and adds a body if any. ACK is built by [`Dialog::create_ack`].
+    /// and adds a body if any. ACK is [`Dialog::create_ack`]; CANCEL (of a re-INVITE)
+    /// reuses the last INVITE's CSeq — better, cancel through
+    /// [`super::transaction::TransactionLayer::cancel`], which copies the INVITE's Via.
     pub fn create_request(&mut self, method: Method, via: Via) -> Request {
-        if method == Method::Ack {
-            return self.create_ack(via);
+        match method {
+            Method::Ack => return self.create_ack(via),
+            Method::Cancel => return self.build(Method::Cancel, self.invite_seq, &via),
+            _ => {}
         }
         self.local_seq = self.local_seq.wrapping_add(1) & 0x7fff_ffff;
         if method == Method::Invite {
@@ -491,6 +495,18 @@ CSeq: 10 INVITE\n\
         );
         let info = d.create_request(Method::Info, via());
         assert_eq!(info.headers.cseq().unwrap().to_string(), "13 INFO");
+        let cancel = d.create_request(Method::Cancel, via());
+        assert_eq!(cancel.headers.cseq().unwrap().to_string(), "12 CANCEL");
+        let ack = d.create_request(Method::Ack, via());
+        assert_eq!(ack.headers.cseq().unwrap().to_string(), "12 ACK");
+        assert_eq!(
+            d.create_request(Method::Bye, via())
+                .headers
+                .cseq()
+                .unwrap()
+                .seq,
+            14
+        );
     }
 
     #[test]
