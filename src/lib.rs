@@ -11,4 +11,5 @@ pub mod interfaces;
 pub mod media;
 pub mod rtp;
 pub mod runtime;
+pub mod sip;
 pub mod speech;
