@@ -24,7 +24,11 @@ pub(crate) fn alaw_to_linear(a: u8) -> i16 {
     let sign = a & 0x80;
     let exponent = ((a >> 4) & 0x07) as i32;
     let mantissa = (a & 0x0F) as i32;
-    let magnitude = if exponent == 0 { (mantissa << 4) + 8 } else { ((mantissa << 4) + 0x108) << (exponent - 1) };
+    let magnitude = if exponent == 0 {
+        (mantissa << 4) + 8
+    } else {
+        ((mantissa << 4) + 0x108) << (exponent - 1)
+    };
     if sign != 0 {
         magnitude as i16
     } else {
@@ -45,7 +49,8 @@ pub(crate) fn for_each_sample(format: Format, data: &[u8], mut f: impl FnMut(i16
             data.len()
         }
         Format::Slin8 | Format::Slin16 | Format::Slin48 => {
-            data.chunks_exact(2).for_each(|c| f(i16::from_le_bytes([c[0], c[1]])));
+            data.chunks_exact(2)
+                .for_each(|c| f(i16::from_le_bytes([c[0], c[1]])));
             data.len() / 2
         }
         Format::G722 => 0,
@@ -66,7 +71,11 @@ const ONSET_MS: u32 = 60;
 
 impl EnergyVad {
     pub(crate) fn new() -> EnergyVad {
-        EnergyVad { noise: None, voiced_ms: 0, fired: false }
+        EnergyVad {
+            noise: None,
+            voiced_ms: 0,
+            fired: false,
+        }
     }
 
     /// New utterance: the detector may fire again (the noise floor is kept).
@@ -218,10 +227,16 @@ mod tests {
         let mut c = ToSlin::new(Format::Slin8, Format::Slin16).unwrap();
         let input: Vec<u8> = [100i16, 200].iter().flat_map(|s| s.to_le_bytes()).collect();
         c.convert(&input, &mut out);
-        let got: Vec<i16> = out.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        let got: Vec<i16> = out
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
         assert_eq!(got, vec![50, 100, 150, 200]);
         c.convert(&input, &mut out);
-        let got: Vec<i16> = out.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        let got: Vec<i16> = out
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
         assert_eq!(got, vec![150, 100, 150, 200]);
     }
 }

@@ -12,14 +12,15 @@
 //! accumulating, as Asterisk) and state DONE. A close or read error sets DONE with an error
 //! at once (asterisk/asterisk#303) and fails pending requests immediately.
 
+use super::audio::EnergyVad;
 use super::config::{AeapConfig, ClientConfig};
 use super::message::{encode_response, DecodeError, Json, Message, MAX_TEXT_LEN, UNSUPPORTED};
 use super::transaction::{Event, Transactions};
 use super::transport::{self, WsStream};
-use super::audio::EnergyVad;
 use crate::media::{Format, Frame};
 use crate::speech::engine::{
-    Engine, EngineRegistry, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared, SpeechState,
+    Engine, EngineRegistry, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared,
+    SpeechState,
 };
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -46,7 +47,9 @@ const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Names res_speech_aeap has response handlers for.
 fn handled_response(name: &str) -> bool {
-    ["setup", "get", "set"].iter().any(|n| n.eq_ignore_ascii_case(name))
+    ["setup", "get", "set"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Counters for `aeap show clients` / events.
@@ -69,7 +72,10 @@ pub struct AeapEngine {
 
 impl AeapEngine {
     pub fn new(cfg: ClientConfig) -> AeapEngine {
-        AeapEngine { cfg: Arc::new(cfg), stats: Arc::new(ClientStats::default()) }
+        AeapEngine {
+            cfg: Arc::new(cfg),
+            stats: Arc::new(ClientStats::default()),
+        }
     }
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
@@ -113,7 +119,11 @@ impl AeapEngine {
         r
     }
 
-    async fn try_urls(&self, format: Format, shared: Arc<SpeechShared>) -> Result<Box<dyn EngineSession>, SpeechError> {
+    async fn try_urls(
+        &self,
+        format: Format,
+        shared: Arc<SpeechShared>,
+    ) -> Result<Box<dyn EngineSession>, SpeechError> {
         if !self.cfg.codecs.contains(&format) {
             return Err(SpeechError::NoFormat(self.cfg.name.clone()));
         }
@@ -128,27 +138,49 @@ impl AeapEngine {
                 }
             }
         }
-        Err(SpeechError::Disconnected(format!("aeap client '{}': {}", self.cfg.name, failures.join("; "))))
+        Err(SpeechError::Disconnected(format!(
+            "aeap client '{}': {}",
+            self.cfg.name,
+            failures.join("; ")
+        )))
     }
 
-    async fn try_url(&self, url: &str, format: Format, shared: Arc<SpeechShared>) -> Result<AeapSession, Attempt> {
+    async fn try_url(
+        &self,
+        url: &str,
+        format: Format,
+        shared: Arc<SpeechShared>,
+    ) -> Result<AeapSession, Attempt> {
         let ws = transport::connect(url, self.cfg.protocol.as_deref(), self.cfg.connect_timeout)
             .await
             .map_err(|e| Attempt::Next(e.to_string()))?;
         let session = AeapSession::spawn(ws, url, &self.cfg, shared, self.stats.clone());
         let codec = format.codec_name();
-        let params = Json::Object(self.cfg.params.iter().map(|(k, v)| (k.clone(), Json::str(v.clone()))).collect());
+        let params = Json::Object(
+            self.cfg
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), Json::str(v.clone())))
+                .collect(),
+        );
         let body = vec![
             ("version".to_string(), Json::str(SPEECH_AEAP_VERSION)),
-            ("codecs".to_string(), Json::Array(vec![Json::object([("name", Json::str(codec))])])),
+            (
+                "codecs".to_string(),
+                Json::Array(vec![Json::object([("name", Json::str(codec))])]),
+            ),
             ("params".to_string(), params),
         ];
         let mut session = session;
         let result = session.request("setup", body).await;
         let outcome = match result {
             Ok(msg) => check_setup_response(&msg, codec, url),
-            Err(SpeechError::Timeout(e)) | Err(SpeechError::Disconnected(e)) => Err(Attempt::Next(format!("{url}: {e}"))),
-            Err(e) => Err(Attempt::Fatal(SpeechError::Engine(format!("{url} refused setup: {e}")))),
+            Err(SpeechError::Timeout(e)) | Err(SpeechError::Disconnected(e)) => {
+                Err(Attempt::Next(format!("{url}: {e}")))
+            }
+            Err(e) => Err(Attempt::Fatal(SpeechError::Engine(format!(
+                "{url} refused setup: {e}"
+            )))),
         };
         match outcome {
             Ok(()) => Ok(session),
@@ -186,7 +218,9 @@ fn check_setup_response(msg: &Message, codec: &str, url: &str) -> Result<(), Att
         Some(n) => Err(Attempt::Fatal(SpeechError::Engine(format!(
             "{url}: setup codec '{n}' unsupported (offered '{codec}')"
         )))),
-        None => Err(Attempt::Fatal(SpeechError::Engine(format!("{url}: setup response has no codecs")))),
+        None => Err(Attempt::Fatal(SpeechError::Engine(format!(
+            "{url}: setup response has no codecs"
+        )))),
     }
 }
 
@@ -198,16 +232,27 @@ impl Engine for AeapEngine {
         self.cfg.codecs.clone()
     }
     fn describe(&self) -> String {
-        format!("{} (AEAP {} codecs={})", self.cfg.name, self.cfg.urls.join(","), self.cfg.codecs_display())
+        format!(
+            "{} (AEAP {} codecs={})",
+            self.cfg.name,
+            self.cfg.urls.join(","),
+            self.cfg.codecs_display()
+        )
     }
-    fn create(&self, format: Format, shared: Arc<SpeechShared>) -> BoxFuture<'_, Result<Box<dyn EngineSession>, SpeechError>> {
+    fn create(
+        &self,
+        format: Format,
+        shared: Arc<SpeechShared>,
+    ) -> BoxFuture<'_, Result<Box<dyn EngineSession>, SpeechError>> {
         Box::pin(self.create_session(format, shared))
     }
 }
 
 /// One engine per `protocol=speech_to_text` client, in file order.
 pub fn speech_engines(cfg: &AeapConfig) -> Vec<Arc<AeapEngine>> {
-    cfg.speech_clients().map(|c| Arc::new(AeapEngine::new(c.clone()))).collect()
+    cfg.speech_clients()
+        .map(|c| Arc::new(AeapEngine::new(c.clone())))
+        .collect()
 }
 
 /// Register (or re-register after a reload) the AEAP speech engines, like res_speech_aeap's
@@ -279,7 +324,11 @@ pub fn parse_results(v: &Json) -> Vec<SpeechResult> {
     items
         .iter()
         .map(|r| SpeechResult {
-            text: r.get("text").and_then(Json::as_str).unwrap_or("").to_string(),
+            text: r
+                .get("text")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string(),
             score: r.get("score").and_then(Json::as_integer).unwrap_or(0) as i32,
             grammar: r.get("grammar").and_then(Json::as_str).map(str::to_string),
             nbest: r.get("best").and_then(Json::as_integer).unwrap_or(0) as i32,
@@ -288,7 +337,11 @@ pub fn parse_results(v: &Json) -> Vec<SpeechResult> {
 }
 
 enum Cmd {
-    Request { name: &'static str, body: Vec<(String, Json)>, reply: oneshot::Sender<Result<Message, SpeechError>> },
+    Request {
+        name: &'static str,
+        body: Vec<(String, Json)>,
+        reply: oneshot::Sender<Result<Message, SpeechError>>,
+    },
     Close,
 }
 
@@ -321,12 +374,22 @@ pub struct AeapSession {
     vad: Option<EnergyVad>,
     request_timeout: Duration,
     stats: Arc<ClientStats>,
-    _active: ActiveGuard,
+    /// Counts this session in `ClientStats::active` until destroyed (or dropped).
+    active: Option<ActiveGuard>,
 }
 
 impl AeapSession {
-    fn spawn(ws: WsStream, url: &str, cfg: &ClientConfig, shared: Arc<SpeechShared>, stats: Arc<ClientStats>) -> AeapSession {
-        let conn = Arc::new(ConnState { alive: AtomicBool::new(true), ..Default::default() });
+    fn spawn(
+        ws: WsStream,
+        url: &str,
+        cfg: &ClientConfig,
+        shared: Arc<SpeechShared>,
+        stats: Arc<ClientStats>,
+    ) -> AeapSession {
+        let conn = Arc::new(ConnState {
+            alive: AtomicBool::new(true),
+            ..Default::default()
+        });
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (audio_tx, audio_rx) = mpsc::channel(AUDIO_QUEUE);
         let task = Connection {
@@ -352,7 +415,7 @@ impl AeapSession {
             vad: cfg.barge_in.then(EnergyVad::new),
             request_timeout: cfg.request_timeout,
             stats: stats.clone(),
-            _active: ActiveGuard(stats),
+            active: Some(ActiveGuard(stats)),
         }
     }
 
@@ -367,27 +430,41 @@ impl AeapSession {
     }
 
     fn lost_error(&self) -> SpeechError {
-        let why = self.conn.lost.lock().clone().unwrap_or_else(|| "connection closed".into());
+        let why = self
+            .conn
+            .lost
+            .lock()
+            .clone()
+            .unwrap_or_else(|| "connection closed".into());
         SpeechError::Disconnected(format!("aeap connection to {} lost: {}", self.url, why))
     }
 
     /// Send a request and wait (bounded) for its answer. `error_msg` answers are
     /// `SpeechError::Engine`.
-    async fn request(&mut self, name: &'static str, body: Vec<(String, Json)>) -> Result<Message, SpeechError> {
+    async fn request(
+        &mut self,
+        name: &'static str,
+        body: Vec<(String, Json)>,
+    ) -> Result<Message, SpeechError> {
         if !self.conn.alive.load(Ordering::Acquire) {
             return Err(self.lost_error());
         }
         let (reply, rx) = oneshot::channel();
         let cmd_tx = self.cmd_tx.clone();
         let wait = async move {
-            cmd_tx.send(Cmd::Request { name, body, reply }).await.map_err(|_| ())?;
+            cmd_tx
+                .send(Cmd::Request { name, body, reply })
+                .await
+                .map_err(|_| ())?;
             rx.await.map_err(|_| ())
         };
         match tokio::time::timeout(self.request_timeout + REQUEST_MARGIN, wait).await {
             Ok(Ok(r)) => r,
             Ok(Err(())) => Err(self.lost_error()),
             Err(_) => {
-                self.stats.requests_timed_out.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .requests_timed_out
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(SpeechError::Timeout(format!("message '{name}' timed out")))
             }
         }
@@ -395,12 +472,18 @@ impl AeapSession {
 
     /// `set {name: value}`; any non-error `set` response is success.
     async fn set(&mut self, name: &str, value: &str) -> Result<(), SpeechError> {
-        let body = vec![("params".to_string(), Json::object([(name, Json::str(value))]))];
+        let body = vec![(
+            "params".to_string(),
+            Json::object([(name, Json::str(value))]),
+        )];
         let msg = self.request("set", body).await?;
         if msg.is_named("set") {
             Ok(())
         } else {
-            Err(SpeechError::Engine(format!("unexpected '{}' response to set", msg.name)))
+            Err(SpeechError::Engine(format!(
+                "unexpected '{}' response to set",
+                msg.name
+            )))
         }
     }
 
@@ -409,7 +492,10 @@ impl AeapSession {
         let body = vec![("params".to_string(), Json::Array(vec![Json::str(name)]))];
         let msg = self.request("get", body).await?;
         if !msg.is_named("get") {
-            return Err(SpeechError::Engine(format!("unexpected '{}' response to get", msg.name)));
+            return Err(SpeechError::Engine(format!(
+                "unexpected '{}' response to get",
+                msg.name
+            )));
         }
         match msg.params() {
             Some(p @ Json::Object(o)) if !o.is_empty() => Ok(p.clone()),
@@ -422,10 +508,14 @@ impl AeapSession {
         self.conn.closing.store(true, Ordering::Release);
         let _ = self.cmd_tx.try_send(Cmd::Close);
         if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(CLOSE_WAIT * 2, &mut task).await.is_err() {
+            if tokio::time::timeout(CLOSE_WAIT * 2, &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
             }
         }
+        self.active = None;
     }
 }
 
@@ -472,7 +562,11 @@ impl EngineSession for AeapSession {
         Box::pin(self.set("dtmf", digits))
     }
 
-    fn change<'a>(&'a mut self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), SpeechError>> {
+    fn change<'a>(
+        &'a mut self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpeechError>> {
         Box::pin(self.set(name, value))
     }
 
@@ -482,8 +576,12 @@ impl EngineSession for AeapSession {
             let params = self.get(name).await?;
             match params.first_member() {
                 Some((k, Json::String(v))) if k == name => Ok(v.clone()),
-                Some((k, _)) if k == name => Err(SpeechError::Engine(format!("'{name}' is not a string"))),
-                Some((k, _)) => Err(SpeechError::Engine(format!("asked for '{name}', got '{k}'"))),
+                Some((k, _)) if k == name => {
+                    Err(SpeechError::Engine(format!("'{name}' is not a string")))
+                }
+                Some((k, _)) => Err(SpeechError::Engine(format!(
+                    "asked for '{name}', got '{k}'"
+                ))),
                 None => Err(SpeechError::Engine("no 'get' parameters returned".into())),
             }
         })
@@ -545,7 +643,12 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, mut ws: WsStream, mut cmd_rx: mpsc::Receiver<Cmd>, mut audio_rx: mpsc::Receiver<Bytes>) {
+    async fn run(
+        mut self,
+        mut ws: WsStream,
+        mut cmd_rx: mpsc::Receiver<Cmd>,
+        mut audio_rx: mpsc::Receiver<Bytes>,
+    ) {
         let lost: Option<String> = loop {
             let deadline = self.tx.poll_timeout();
             let timer = async move {
@@ -615,7 +718,10 @@ impl Connection {
         }
         for (id, _) in self.tx.fail_all() {
             if let Some(w) = self.waiters.remove(&id) {
-                let _ = w.send(Err(SpeechError::Disconnected(format!("aeap connection to {} closed", self.url))));
+                let _ = w.send(Err(SpeechError::Disconnected(format!(
+                    "aeap connection to {} closed",
+                    self.url
+                ))));
             }
         }
         self.waiters.clear();
@@ -633,9 +739,13 @@ impl Connection {
     fn on_event_timeout(&mut self, ev: Event) {
         if let Event::Timeout { id, name } = ev {
             tracing::warn!(engine = %self.engine, "AEAP message '{name}' timed out");
-            self.stats.requests_timed_out.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .requests_timed_out
+                .fetch_add(1, Ordering::Relaxed);
             if let Some(w) = self.waiters.remove(&id) {
-                let _ = w.send(Err(SpeechError::Timeout(format!("message '{name}' timed out"))));
+                let _ = w.send(Err(SpeechError::Timeout(format!(
+                    "message '{name}' timed out"
+                ))));
             }
         }
     }
@@ -666,14 +776,17 @@ impl Connection {
                 }
                 Event::Unmatched(msg) => {
                     tracing::debug!(engine = %self.engine, "ignoring unmatched '{}' response {}", msg.name, msg.id);
-                    (!handled_response(&msg.name)).then(|| encode_response(&msg.name, &msg.id, &[], Some(UNSUPPORTED)))
+                    (!handled_response(&msg.name))
+                        .then(|| encode_response(&msg.name, &msg.id, &[], Some(UNSUPPORTED)))
                 }
                 ev @ Event::Timeout { .. } => {
                     self.on_event_timeout(ev);
                     None
                 }
                 Event::Invalid(DecodeError::TooLarge(n)) => {
-                    return Err(format!("message of {n} bytes exceeds the {MAX_TEXT_LEN}-byte limit"));
+                    return Err(format!(
+                        "message of {n} bytes exceeds the {MAX_TEXT_LEN}-byte limit"
+                    ));
                 }
                 Event::Invalid(e) => {
                     tracing::debug!(engine = %self.engine, "dropping invalid AEAP message: {e}");
@@ -681,7 +794,9 @@ impl Connection {
                 }
             };
             if let Some(r) = reply {
-                ws.send(WsMessage::text(r)).await.map_err(|e| format!("write failed: {e}"))?;
+                ws.send(WsMessage::text(r))
+                    .await
+                    .map_err(|e| format!("write failed: {e}"))?;
             }
         }
         Ok(())
@@ -702,7 +817,10 @@ impl Connection {
     }
 
     fn handle_set(&mut self, msg: &Message) -> Result<(), &'static str> {
-        let (key, value) = msg.params().and_then(Json::first_member).ok_or("no parameter(s) requested")?;
+        let (key, value) = msg
+            .params()
+            .and_then(Json::first_member)
+            .ok_or("no parameter(s) requested")?;
         if key == "results" {
             let results = parse_results(value);
             if results.is_empty() {
@@ -734,28 +852,52 @@ mod tests {
         .unwrap();
         let r = parse_results(&v);
         assert_eq!(r.len(), 4);
-        assert_eq!(r[0], SpeechResult { text: "hello".into(), score: 87, grammar: Some("g1".into()), nbest: 0 });
+        assert_eq!(
+            r[0],
+            SpeechResult {
+                text: "hello".into(),
+                score: 87,
+                grammar: Some("g1".into()),
+                nbest: 0
+            }
+        );
         assert_eq!(r[1].score, 0);
-        assert_eq!(r[2], SpeechResult { text: String::new(), score: 0, grammar: None, nbest: 2 });
+        assert_eq!(
+            r[2],
+            SpeechResult {
+                text: String::new(),
+                score: 0,
+                grammar: None,
+                nbest: 2
+            }
+        );
         assert_eq!(r[3].text, "");
         assert!(parse_results(&Json::str("nope")).is_empty());
     }
 
     #[test]
     fn setup_response_check() {
-        let ok = super::super::message::decode(r#"{"response":"setup","id":"1","codecs":[{"name":"ulaw"}]}"#).unwrap();
+        let ok = super::super::message::decode(
+            r#"{"response":"setup","id":"1","codecs":[{"name":"ulaw"}]}"#,
+        )
+        .unwrap();
         assert!(check_setup_response(&ok, "ulaw", "u").is_ok());
         assert!(check_setup_response(&ok, "slin", "u").is_err());
-        let case = super::super::message::decode(r#"{"response":"setup","id":"1","codecs":[{"name":"ULAW"}]}"#).unwrap();
+        let case = super::super::message::decode(
+            r#"{"response":"setup","id":"1","codecs":[{"name":"ULAW"}]}"#,
+        )
+        .unwrap();
         assert!(check_setup_response(&case, "ulaw", "u").is_err());
-        let empty = super::super::message::decode(r#"{"response":"setup","id":"1","codecs":[]}"#).unwrap();
+        let empty =
+            super::super::message::decode(r#"{"response":"setup","id":"1","codecs":[]}"#).unwrap();
         assert!(check_setup_response(&empty, "ulaw", "u").is_err());
     }
 
     #[test]
     fn sync_registers_speech_clients_only() {
         let mut cfg = AeapConfig::default();
-        cfg.clients.push(ClientConfig::new("stt", "ws://127.0.0.1:1"));
+        cfg.clients
+            .push(ClientConfig::new("stt", "ws://127.0.0.1:1"));
         let mut other = ClientConfig::new("other", "ws://127.0.0.1:2");
         other.protocol = Some("text_to_speech".into());
         cfg.clients.push(other);
@@ -801,6 +943,9 @@ mod tests {
         assert_eq!(e.stats().create_failures.load(Ordering::Relaxed), 1);
         assert_eq!(e.stats().active.load(Ordering::Relaxed), 0);
         // A format the client does not allow.
-        assert!(matches!(e.create(Format::Alaw, SpeechShared::new()).await, Err(SpeechError::NoFormat(_))));
+        assert!(matches!(
+            e.create(Format::Alaw, SpeechShared::new()).await,
+            Err(SpeechError::NoFormat(_))
+        ));
     }
 }

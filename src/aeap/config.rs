@@ -33,8 +33,14 @@ pub const SERVER_SECTION: &str = "aeap-server";
 pub const DEFAULT_SERVER_PORT: u16 = 9099;
 
 /// Every format voxpbx knows, the expansion of `all`.
-const ALL_FORMATS: [Format; 6] =
-    [Format::Ulaw, Format::Alaw, Format::Slin8, Format::Slin16, Format::Slin48, Format::G722];
+const ALL_FORMATS: [Format; 6] = [
+    Format::Ulaw,
+    Format::Alaw,
+    Format::Slin8,
+    Format::Slin16,
+    Format::Slin48,
+    Format::G722,
+];
 
 /// One `type=client` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,9 +111,18 @@ impl ClientConfig {
             opts.push(("url".into(), u.clone()));
         }
         opts.push(("barge_in".into(), yes_no(self.barge_in).into()));
-        opts.push(("partial_results".into(), yes_no(self.partial_results).into()));
-        opts.push(("request_timeout_ms".into(), self.request_timeout.as_millis().to_string()));
-        opts.push(("connect_timeout_ms".into(), self.connect_timeout.as_millis().to_string()));
+        opts.push((
+            "partial_results".into(),
+            yes_no(self.partial_results).into(),
+        ));
+        opts.push((
+            "request_timeout_ms".into(),
+            self.request_timeout.as_millis().to_string(),
+        ));
+        opts.push((
+            "connect_timeout_ms".into(),
+            self.connect_timeout.as_millis().to_string(),
+        ));
         // Stable sort keeps failover urls in order.
         opts.sort_by(|a, b| a.0.cmp(&b.0));
         let mut s = format!("client: {}\n", self.name);
@@ -197,12 +212,19 @@ pub fn from_conf(conf: &ConfFile) -> Result<AeapConfig, ConfigError> {
     for section in conf.real_sections() {
         if section.name == SERVER_SECTION {
             if out.server.is_some() {
-                return Err(ConfigError::new(&section.file, section.line, "duplicate [aeap-server] section"));
+                return Err(ConfigError::new(
+                    &section.file,
+                    section.line,
+                    "duplicate [aeap-server] section",
+                ));
             }
             out.server = parse_server(section)?;
             continue;
         }
-        let is_client = section.get("type").map(|t| t.trim().eq_ignore_ascii_case("client")).unwrap_or(false);
+        let is_client = section
+            .get("type")
+            .map(|t| t.trim().eq_ignore_ascii_case("client"))
+            .unwrap_or(false);
         if !is_client {
             continue;
         }
@@ -252,7 +274,13 @@ fn parse_client(s: &Section, warnings: &mut Vec<String>) -> Result<ClientConfig,
                 check_url(e, &s.name)?;
                 c.urls.push(value.to_string());
             }
-            "protocol" => c.protocol = if value.is_empty() { None } else { Some(value.to_string()) },
+            "protocol" => {
+                c.protocol = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.to_string())
+                }
+            }
             "codecs" | "allow" => {
                 codecs_given = true;
                 codec_texts.push(value.to_string());
@@ -277,7 +305,11 @@ fn parse_client(s: &Section, warnings: &mut Vec<String>) -> Result<ClientConfig,
         }
     }
     if c.urls.is_empty() {
-        return Err(ConfigError::new(&s.file, s.line, format!("AEAP - URL must be present for '{}'", s.name)));
+        return Err(ConfigError::new(
+            &s.file,
+            s.line,
+            format!("AEAP - URL must be present for '{}'", s.name),
+        ));
     }
     if codecs_given {
         c.codecs_text = Some(codec_texts.join(","));
@@ -298,17 +330,30 @@ fn parse_client(s: &Section, warnings: &mut Vec<String>) -> Result<ClientConfig,
 fn check_url(e: &Entry, client: &str) -> Result<(), ConfigError> {
     let v = e.value.trim();
     if v.is_empty() {
-        return Err(ConfigError::at(e, format!("AEAP - URL must be present for '{client}'")));
+        return Err(ConfigError::at(
+            e,
+            format!("AEAP - URL must be present for '{client}'"),
+        ));
     }
     if !v.starts_with("ws") {
-        return Err(ConfigError::at(e, format!("AEAP - URL must be ws or wss for '{client}' (got '{v}')")));
+        return Err(ConfigError::at(
+            e,
+            format!("AEAP - URL must be ws or wss for '{client}' (got '{v}')"),
+        ));
     }
-    let u = url::Url::parse(v).map_err(|err| ConfigError::at(e, format!("invalid URL '{v}' for '{client}': {err}")))?;
+    let u = url::Url::parse(v)
+        .map_err(|err| ConfigError::at(e, format!("invalid URL '{v}' for '{client}': {err}")))?;
     if u.scheme() != "ws" && u.scheme() != "wss" {
-        return Err(ConfigError::at(e, format!("AEAP - URL must be ws or wss for '{client}' (got '{v}')")));
+        return Err(ConfigError::at(
+            e,
+            format!("AEAP - URL must be ws or wss for '{client}' (got '{v}')"),
+        ));
     }
     if u.host_str().map(str::is_empty).unwrap_or(true) {
-        return Err(ConfigError::at(e, format!("URL '{v}' for '{client}' has no host")));
+        return Err(ConfigError::at(
+            e,
+            format!("URL '{v}' for '{client}' has no host"),
+        ));
     }
     Ok(())
 }
@@ -336,7 +381,11 @@ fn apply_codecs(codecs: &mut Vec<Format>, e: &Entry, allowing: bool) -> Result<(
                     let known: Vec<&str> = ALL_FORMATS.iter().map(|f| f.name()).collect();
                     return Err(ConfigError::at(
                         e,
-                        format!("unknown or unsupported codec '{}' (voxpbx supports: {})", name, known.join(", ")),
+                        format!(
+                            "unknown or unsupported codec '{}' (voxpbx supports: {})",
+                            name,
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -362,7 +411,14 @@ fn parse_bool(e: &Entry) -> Result<bool, ConfigError> {
     if matches!(v.as_str(), "no" | "false" | "n" | "f" | "0" | "off") {
         return Ok(false);
     }
-    Err(ConfigError::at(e, format!("invalid value '{}' for '{}': expected yes or no", e.value.trim(), e.key)))
+    Err(ConfigError::at(
+        e,
+        format!(
+            "invalid value '{}' for '{}': expected yes or no",
+            e.value.trim(),
+            e.key
+        ),
+    ))
 }
 
 fn parse_ms(e: &Entry, min: u64, max: u64) -> Result<Duration, ConfigError> {
@@ -370,7 +426,13 @@ fn parse_ms(e: &Entry, min: u64, max: u64) -> Result<Duration, ConfigError> {
         Ok(v) if (min..=max).contains(&v) => Ok(Duration::from_millis(v)),
         _ => Err(ConfigError::at(
             e,
-            format!("invalid value '{}' for '{}': expected milliseconds {}..={}", e.value.trim(), e.key, min, max),
+            format!(
+                "invalid value '{}' for '{}': expected milliseconds {}..={}",
+                e.value.trim(),
+                e.key,
+                min,
+                max
+            ),
         )),
     }
 }
@@ -380,7 +442,13 @@ fn parse_count(e: &Entry, min: u64, max: u64) -> Result<u64, ConfigError> {
         Ok(v) if (min..=max).contains(&v) => Ok(v),
         _ => Err(ConfigError::at(
             e,
-            format!("invalid value '{}' for '{}': expected a number {}..={}", e.value.trim(), e.key, min, max),
+            format!(
+                "invalid value '{}' for '{}': expected a number {}..={}",
+                e.value.trim(),
+                e.key,
+                min,
+                max
+            ),
         )),
     }
 }
@@ -391,7 +459,11 @@ fn parse_listen(e: &Entry) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = v.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if let Ok(ip) = v.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = v
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, DEFAULT_SERVER_PORT));
     }
     if let Some(p) = v.strip_prefix(':') {
@@ -399,7 +471,10 @@ fn parse_listen(e: &Entry) -> Result<SocketAddr, ConfigError> {
             return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }
-    Err(ConfigError::at(e, format!("invalid listen address '{v}': expected ip:port")))
+    Err(ConfigError::at(
+        e,
+        format!("invalid listen address '{v}': expected ip:port"),
+    ))
 }
 
 fn parse_server(s: &Section) -> Result<Option<ServerConfig>, ConfigError> {
@@ -413,7 +488,11 @@ fn parse_server(s: &Section) -> Result<Option<ServerConfig>, ConfigError> {
             "listen" | "bindaddr" => listen = Some(parse_listen(e)?),
             "engine" => {
                 let v = e.value.trim();
-                engine = if v.is_empty() { None } else { Some(v.to_string()) };
+                engine = if v.is_empty() {
+                    None
+                } else {
+                    Some(v.to_string())
+                };
             }
             "max_audio_secs" => limits.max_audio = Duration::from_secs(parse_count(e, 1, 86_400)?),
             "max_sessions" => limits.max_sessions = parse_count(e, 1, 100_000)? as usize,
@@ -422,7 +501,10 @@ fn parse_server(s: &Section) -> Result<Option<ServerConfig>, ConfigError> {
             "handshake_timeout_ms" => limits.handshake_timeout = parse_ms(e, 1, 600_000)?,
             "type" => {}
             _ => {
-                return Err(ConfigError::at(e, format!("unknown option '{}' in [{}]", e.key, SERVER_SECTION)));
+                return Err(ConfigError::at(
+                    e,
+                    format!("unknown option '{}' in [{}]", e.key, SERVER_SECTION),
+                ));
             }
         }
     }
@@ -430,9 +512,17 @@ fn parse_server(s: &Section) -> Result<Option<ServerConfig>, ConfigError> {
         return Ok(None);
     }
     let listen = listen.ok_or_else(|| {
-        ConfigError::new(&s.file, s.line, format!("[{SERVER_SECTION}] needs listen=ip:port (e.g. 127.0.0.1:9099)"))
+        ConfigError::new(
+            &s.file,
+            s.line,
+            format!("[{SERVER_SECTION}] needs listen=ip:port (e.g. 127.0.0.1:9099)"),
+        )
     })?;
-    Ok(Some(ServerConfig { listen, engine, limits }))
+    Ok(Some(ServerConfig {
+        listen,
+        engine,
+        limits,
+    }))
 }
 
 #[cfg(test)]
@@ -444,7 +534,10 @@ mod tests {
     /// Minimal section/key builder (the real parser lives in crate::config::parser).
     fn conf(text: &str) -> ConfFile {
         let file = Path::new("/etc/voxpbx/aeap.conf");
-        let mut cf = ConfFile { path: file.to_path_buf(), sections: Vec::new() };
+        let mut cf = ConfFile {
+            path: file.to_path_buf(),
+            sections: Vec::new(),
+        };
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with(';') {
@@ -484,7 +577,10 @@ mod tests {
         assert_eq!(cl.urls, vec!["ws://127.0.0.1:9099"]);
         assert!(cl.is_speech());
         assert_eq!(cl.codecs, vec![Format::Ulaw]);
-        assert_eq!(cl.params, vec![("language".to_string(), "en-US".to_string())]);
+        assert_eq!(
+            cl.params,
+            vec![("language".to_string(), "en-US".to_string())]
+        );
         assert!(cl.barge_in);
         assert!(!cl.partial_results);
         assert_eq!(cl.request_timeout, Duration::from_millis(1000));
@@ -495,7 +591,10 @@ mod tests {
 
     #[test]
     fn non_client_sections_ignored() {
-        let c = from_conf(&conf("[general]\nfoo=bar\n[x]\ntype=other\nurl=http://nope\n")).unwrap();
+        let c = from_conf(&conf(
+            "[general]\nfoo=bar\n[x]\ntype=other\nurl=http://nope\n",
+        ))
+        .unwrap();
         assert!(c.clients.is_empty());
         assert_eq!(show_clients(&c.clients), "No AEAP configuration found\n");
     }
@@ -517,18 +616,36 @@ mod tests {
 
     #[test]
     fn failover_urls_in_order() {
-        let c = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\nurl=ws://b:2\ncodecs=ulaw\n")).unwrap();
+        let c = from_conf(&conf(
+            "[a]\ntype=client\nurl=ws://a:1\nurl=ws://b:2\ncodecs=ulaw\n",
+        ))
+        .unwrap();
         assert_eq!(c.clients[0].urls, vec!["ws://a:1", "ws://b:2"]);
     }
 
     #[test]
     fn codec_syntax() {
-        let c = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\ncodecs=!all,alaw,ulaw:20,slin16\n")).unwrap();
-        assert_eq!(c.clients[0].codecs, vec![Format::Alaw, Format::Ulaw, Format::Slin16]);
-        let c = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\ndisallow=all\nallow=slin\nallow=ulaw\n")).unwrap();
+        let c = from_conf(&conf(
+            "[a]\ntype=client\nurl=ws://a:1\ncodecs=!all,alaw,ulaw:20,slin16\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.clients[0].codecs,
+            vec![Format::Alaw, Format::Ulaw, Format::Slin16]
+        );
+        let c = from_conf(&conf(
+            "[a]\ntype=client\nurl=ws://a:1\ndisallow=all\nallow=slin\nallow=ulaw\n",
+        ))
+        .unwrap();
         assert_eq!(c.clients[0].codecs, vec![Format::Slin8, Format::Ulaw]);
-        let c = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\ncodecs=all,!slin48,!g722\n")).unwrap();
-        assert_eq!(c.clients[0].codecs, vec![Format::Ulaw, Format::Alaw, Format::Slin8, Format::Slin16]);
+        let c = from_conf(&conf(
+            "[a]\ntype=client\nurl=ws://a:1\ncodecs=all,!slin48,!g722\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.clients[0].codecs,
+            vec![Format::Ulaw, Format::Alaw, Format::Slin8, Format::Slin16]
+        );
         let e = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\ncodecs=opus\n")).unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.to_string().contains("codec 'opus'"));
@@ -536,16 +653,26 @@ mod tests {
 
     #[test]
     fn missing_codecs_is_a_clear_warning() {
-        let c = from_conf(&conf("[stt]\ntype=client\nurl=ws://a:1\nprotocol=speech_to_text\n")).unwrap();
+        let c = from_conf(&conf(
+            "[stt]\ntype=client\nurl=ws://a:1\nprotocol=speech_to_text\n",
+        ))
+        .unwrap();
         assert!(c.clients[0].codecs.is_empty());
         assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].starts_with("/etc/voxpbx/aeap.conf:1:"), "{}", c.warnings[0]);
+        assert!(
+            c.warnings[0].starts_with("/etc/voxpbx/aeap.conf:1:"),
+            "{}",
+            c.warnings[0]
+        );
         assert!(c.warnings[0].contains("no codecs"));
         // Not a speech client: no warning.
         let c = from_conf(&conf("[x]\ntype=client\nurl=ws://a:1\nprotocol=other\n")).unwrap();
         assert!(c.warnings.is_empty());
         // Everything disallowed.
-        let c = from_conf(&conf("[stt]\ntype=client\nurl=ws://a:1\nprotocol=speech_to_text\ncodecs=!all\n")).unwrap();
+        let c = from_conf(&conf(
+            "[stt]\ntype=client\nurl=ws://a:1\nprotocol=speech_to_text\ncodecs=!all\n",
+        ))
+        .unwrap();
         assert!(c.warnings[0].contains("left after allow/disallow"));
     }
 
@@ -557,7 +684,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.clients[0].params,
-            vec![("language".to_string(), "fr-FR".to_string()), ("Model".to_string(), "big".to_string())]
+            vec![
+                ("language".to_string(), "fr-FR".to_string()),
+                ("Model".to_string(), "big".to_string())
+            ]
         );
     }
 
@@ -574,7 +704,10 @@ mod tests {
         assert_eq!(cl.connect_timeout, Duration::from_millis(500));
         assert_eq!(c.warnings.len(), 1);
         assert!(c.warnings[0].contains("unknown option 'bogus'"));
-        let e = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\nrequest_timeout_ms=0\n")).unwrap_err();
+        let e = from_conf(&conf(
+            "[a]\ntype=client\nurl=ws://a:1\nrequest_timeout_ms=0\n",
+        ))
+        .unwrap_err();
         assert_eq!(e.line, 4);
         let e = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\nbarge_in=maybe\n")).unwrap_err();
         assert!(e.to_string().contains("expected yes or no"));
@@ -582,7 +715,10 @@ mod tests {
 
     #[test]
     fn duplicate_client_is_an_error() {
-        let e = from_conf(&conf("[a]\ntype=client\nurl=ws://a:1\n[a]\ntype=client\nurl=ws://b:1\n")).unwrap_err();
+        let e = from_conf(&conf(
+            "[a]\ntype=client\nurl=ws://a:1\n[a]\ntype=client\nurl=ws://b:1\n",
+        ))
+        .unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.to_string().contains("first defined at"));
     }

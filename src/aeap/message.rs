@@ -78,7 +78,10 @@ impl Json {
     }
     /// Member `key` of an object (exact, case-sensitive, like jansson).
     pub fn get(&self, key: &str) -> Option<&Json> {
-        self.as_object()?.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.as_object()?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
     }
     /// The first member of an object (`ast_json_object_iter`).
     pub fn first_member(&self) -> Option<(&str, &Json)> {
@@ -125,7 +128,9 @@ impl From<serde_json::Value> for Json {
             serde_json::Value::Number(n) => Json::Number(n),
             serde_json::Value::String(s) => Json::String(s),
             serde_json::Value::Array(a) => Json::Array(a.into_iter().map(Json::from).collect()),
-            serde_json::Value::Object(o) => Json::Object(o.into_iter().map(|(k, v)| (k, Json::from(v))).collect()),
+            serde_json::Value::Object(o) => {
+                Json::Object(o.into_iter().map(|(k, v)| (k, Json::from(v))).collect())
+            }
         }
     }
 }
@@ -137,10 +142,14 @@ impl From<&Json> for serde_json::Value {
             Json::Bool(b) => serde_json::Value::Bool(*b),
             Json::Number(n) => serde_json::Value::Number(n.clone()),
             Json::String(s) => serde_json::Value::String(s.clone()),
-            Json::Array(a) => serde_json::Value::Array(a.iter().map(serde_json::Value::from).collect()),
-            Json::Object(o) => {
-                serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v))).collect())
+            Json::Array(a) => {
+                serde_json::Value::Array(a.iter().map(serde_json::Value::from).collect())
             }
+            Json::Object(o) => serde_json::Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -200,7 +209,9 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
         // JSON text cannot hold NaN/inf, so from_f64 only fails on values serde_json never yields.
-        Ok(serde_json::Number::from_f64(v).map(Json::Number).unwrap_or(Json::Null))
+        Ok(serde_json::Number::from_f64(v)
+            .map(Json::Number)
+            .unwrap_or(Json::Null))
     }
     fn visit_str<E>(self, v: &str) -> Result<Json, E> {
         Ok(Json::String(v.to_string()))
@@ -372,7 +383,13 @@ pub fn decode(text: &str) -> Result<Message, DecodeError> {
         Some(Json::String(s)) => s,
         _ => String::new(),
     };
-    Ok(Message { kind, name, id, error_msg, body })
+    Ok(Message {
+        kind,
+        name,
+        id,
+        error_msg,
+        body,
+    })
 }
 
 /// A fresh request id: a lowercase 36-character UUID, as `ast_uuid_generate_str`.
@@ -398,7 +415,12 @@ pub fn encode_request(name: &str, id: &str, body: &[(String, Json)]) -> String {
 }
 
 /// `{"response":name, "id":id, body..., ["error_msg":...]}`.
-pub fn encode_response(name: &str, id: &str, body: &[(String, Json)], error_msg: Option<&str>) -> String {
+pub fn encode_response(
+    name: &str,
+    id: &str,
+    body: &[(String, Json)],
+    error_msg: Option<&str>,
+) -> String {
     let mut out = String::with_capacity(64);
     out.push_str("{\"response\":");
     write_str(name, &mut out);
@@ -420,10 +442,26 @@ pub fn encode_response(name: &str, id: &str, body: &[(String, Json)], error_msg:
 
 impl Message {
     pub fn request(name: impl Into<String>, body: Vec<(String, Json)>) -> Message {
-        Message { kind: Kind::Request, name: name.into(), id: new_id(), error_msg: None, body }
+        Message {
+            kind: Kind::Request,
+            name: name.into(),
+            id: new_id(),
+            error_msg: None,
+            body,
+        }
     }
-    pub fn response(name: impl Into<String>, id: impl Into<String>, body: Vec<(String, Json)>) -> Message {
-        Message { kind: Kind::Response, name: name.into(), id: id.into(), error_msg: None, body }
+    pub fn response(
+        name: impl Into<String>,
+        id: impl Into<String>,
+        body: Vec<(String, Json)>,
+    ) -> Message {
+        Message {
+            kind: Kind::Response,
+            name: name.into(),
+            id: id.into(),
+            error_msg: None,
+            body,
+        }
     }
     pub fn is_request(&self) -> bool {
         self.kind == Kind::Request
@@ -456,7 +494,9 @@ impl Message {
                 }
                 s
             }
-            Kind::Response => encode_response(&self.name, &self.id, &self.body, self.error_msg.as_deref()),
+            Kind::Response => {
+                encode_response(&self.name, &self.id, &self.body, self.error_msg.as_deref())
+            }
         }
     }
 }
@@ -537,7 +577,10 @@ mod tests {
     fn encode_request_order_and_compact() {
         let body = vec![
             ("version".to_string(), Json::str("0.1.0")),
-            ("codecs".to_string(), Json::Array(vec![Json::object([("name", Json::str("ulaw"))])])),
+            (
+                "codecs".to_string(),
+                Json::Array(vec![Json::object([("name", Json::str("ulaw"))])]),
+            ),
             ("params".to_string(), Json::Object(vec![])),
         ];
         let s = encode_request("setup", "0b6f0c8e-2d1c-4e54-9a0c-5f0d3f5f7a11", &body);
@@ -549,7 +592,10 @@ mod tests {
 
     #[test]
     fn encode_response_order() {
-        assert_eq!(encode_response("set", "7d2a", &[], None), r#"{"response":"set","id":"7d2a"}"#);
+        assert_eq!(
+            encode_response("set", "7d2a", &[], None),
+            r#"{"response":"set","id":"7d2a"}"#
+        );
         assert_eq!(
             encode_response("foo", "1", &[], Some(UNSUPPORTED)),
             r#"{"response":"foo","id":"1","error_msg":"Unsupported and/or un-handled message"}"#
@@ -585,6 +631,36 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = "[".repeat(5000) + &"]".repeat(5000);
         assert!(matches!(decode(&deep), Err(DecodeError::Json(_))));
+    }
+
+    #[test]
+    fn every_prefix_and_mutation_is_handled() {
+        let samples = [
+            r#"{"request":"set","id":"7d2a","params":{"results":[{"text":"h\u00e9llo \"w\"","score":87,"grammar":"g1","best":0}]}}"#,
+            r#"{"response":"setup","id":"1","codecs":[{"name":"ulaw","attributes":[]}],"params":{"a":1e5,"b":[true,null]}}"#,
+        ];
+        for s in samples {
+            for i in 0..=s.len() {
+                if !s.is_char_boundary(i) {
+                    continue;
+                }
+                let prefix = &s[..i];
+                if let Ok(m) = decode(prefix) {
+                    assert_eq!(decode(&m.encode()).unwrap(), m);
+                }
+                for b in [b'"', b'{', b'}', b',', b':', b'[', b'0'] {
+                    let mut v = s.as_bytes().to_vec();
+                    if i < v.len() {
+                        v[i] = b;
+                        if let Ok(t) = std::str::from_utf8(&v) {
+                            if let Ok(m) = decode(t) {
+                                assert_eq!(decode(&m.encode()).unwrap(), m, "{t}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -26,7 +26,8 @@ use super::message::{encode_response, DecodeError, Json, Message, UNSUPPORTED};
 use super::transaction::{Event, Transactions};
 use crate::media::{Format, Frame};
 use crate::speech::engine::{
-    Engine, EngineRegistry, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared, SpeechState,
+    Engine, EngineRegistry, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared,
+    SpeechState,
 };
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -68,7 +69,14 @@ pub async fn serve(
     engine_name: Option<String>,
     limits: ServerLimits,
 ) {
-    serve_with_stats(listener, engines, engine_name, limits, Arc::new(ServerStats::default())).await
+    serve_with_stats(
+        listener,
+        engines,
+        engine_name,
+        limits,
+        Arc::new(ServerStats::default()),
+    )
+    .await
 }
 
 /// [`serve`] with counters the caller can read.
@@ -80,7 +88,12 @@ pub async fn serve_with_stats(
     stats: Arc<ServerStats>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_sessions.max(1)));
-    let ctx = Arc::new(Ctx { engines, engine_name, limits, stats });
+    let ctx = Arc::new(Ctx {
+        engines,
+        engine_name,
+        limits,
+        stats,
+    });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -126,7 +139,9 @@ struct Ctx {
 }
 
 fn server_ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().max_frame_size(Some(65535)).max_message_size(Some(65535))
+    WebSocketConfig::default()
+        .max_frame_size(Some(65535))
+        .max_message_size(Some(65535))
 }
 
 /// The upgrade callback: echo `speech_to_text`, refuse clients offering only other protocols.
@@ -145,16 +160,23 @@ fn negotiate(req: &Request, mut resp: Response) -> Result<Response, ErrorRespons
         return Ok(resp);
     }
     if offered.iter().any(|p| p == PROTOCOL) {
-        resp.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(PROTOCOL));
+        resp.headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(PROTOCOL));
         return Ok(resp);
     }
-    let mut err = ErrorResponse::new(Some(format!("unsupported subprotocol; this server speaks '{PROTOCOL}'\n")));
+    let mut err = ErrorResponse::new(Some(format!(
+        "unsupported subprotocol; this server speaks '{PROTOCOL}'\n"
+    )));
     *err.status_mut() = StatusCode::BAD_REQUEST;
     Err(err)
 }
 
 async fn handle_connection(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
-    let accept = tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(server_ws_config()));
+    let accept = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        negotiate,
+        Some(server_ws_config()),
+    );
     let ws = match tokio::time::timeout(ctx.limits.handshake_timeout, accept).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -167,24 +189,40 @@ async fn handle_connection(stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
         }
     };
     tracing::debug!(%peer, "AEAP session connected");
-    let mut conn = ServerConn { ctx, peer, tx: Transactions::new(ctx.limits.request_timeout), live: None };
+    let mut conn = ServerConn {
+        ctx,
+        peer,
+        tx: Transactions::new(ctx.limits.request_timeout),
+        live: None,
+    };
     let mut ws = ws;
     let end = conn.run(&mut ws).await;
-    if let Some(live) = conn.live.as_mut() {
-        live.session.destroy().await;
-    }
     match end {
-        End::Peer => tracing::debug!(%peer, "AEAP session closed by peer"),
+        End::Peer => {
+            tracing::debug!(%peer, "AEAP session closed by peer");
+            // Send the queued close reply (tungstenite answers a peer's close on flush).
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                let _ = ws.flush().await;
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }
         End::Error(e) => tracing::info!(%peer, "AEAP session ended: {e}"),
         End::Close(code, reason) => {
             tracing::info!(%peer, "AEAP session closed: {reason}");
-            let frame = CloseFrame { code, reason: reason.into() };
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
             let close = async {
                 let _ = ws.close(Some(frame)).await;
                 while let Some(Ok(_)) = ws.next().await {}
             };
             let _ = tokio::time::timeout(Duration::from_millis(500), close).await;
         }
+    }
+    if let Some(live) = conn.live.as_mut() {
+        live.session.destroy().await;
     }
 }
 
@@ -232,7 +270,11 @@ impl ServerConn<'_> {
                 }
                 continue;
             }
-            let deadline = if self.live.is_some() { self.tx.poll_timeout() } else { Some(setup_deadline) };
+            let deadline = if self.live.is_some() {
+                self.tx.poll_timeout()
+            } else {
+                Some(setup_deadline)
+            };
             let timer = async move {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -283,7 +325,10 @@ impl ServerConn<'_> {
         if live.samples > live.max_samples {
             return Some(End::Close(
                 CloseCode::Policy,
-                format!("audio limit of {} s exceeded", self.ctx.limits.max_audio.as_secs()),
+                format!(
+                    "audio limit of {} s exceeded",
+                    self.ctx.limits.max_audio.as_secs()
+                ),
             ));
         }
         if live.shared.state() != SpeechState::Ready {
@@ -319,16 +364,24 @@ impl ServerConn<'_> {
                 }
                 Event::Unmatched(_) | Event::Timeout { .. } => None,
                 Event::Invalid(DecodeError::TooLarge(n)) => {
-                    return Err(End::Close(CloseCode::Size, format!("message of {n} bytes is too large")));
+                    return Err(End::Close(
+                        CloseCode::Size,
+                        format!("message of {n} bytes is too large"),
+                    ));
                 }
                 Event::Invalid(e) => {
-                    self.ctx.stats.invalid_messages.fetch_add(1, Ordering::Relaxed);
+                    self.ctx
+                        .stats
+                        .invalid_messages
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(peer = %self.peer, "dropping invalid AEAP message: {e}");
                     None
                 }
             };
             if let Some(r) = reply {
-                ws.send(WsMessage::text(r)).await.map_err(|e| End::Error(e.to_string()))?;
+                ws.send(WsMessage::text(r))
+                    .await
+                    .map_err(|e| End::Error(e.to_string()))?;
             }
         }
         Ok(())
@@ -351,8 +404,16 @@ impl ServerConn<'_> {
     }
 
     fn resolve_engine(&self, msg: &Message) -> Result<Arc<dyn Engine>, String> {
-        let from_params = msg.params().and_then(|p| p.get("engine")).and_then(Json::as_str);
-        let name = self.ctx.engine_name.as_deref().or(from_params).unwrap_or("");
+        let from_params = msg
+            .params()
+            .and_then(|p| p.get("engine"))
+            .and_then(Json::as_str);
+        let name = self
+            .ctx
+            .engine_name
+            .as_deref()
+            .or(from_params)
+            .unwrap_or("");
         self.ctx.engines.find(name).map_err(|e| e.to_string())
     }
 
@@ -363,7 +424,11 @@ impl ServerConn<'_> {
         let offered: Vec<&str> = msg
             .get("codecs")
             .and_then(Json::as_array)
-            .map(|a| a.iter().filter_map(|c| c.get("name").and_then(Json::as_str)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.get("name").and_then(Json::as_str))
+                    .collect()
+            })
             .unwrap_or_default();
         if offered.is_empty() {
             return Err("Missing request parameters: codecs".into());
@@ -422,7 +487,10 @@ impl ServerConn<'_> {
             seq: 0,
         });
         Ok(vec![
-            ("codecs".into(), Json::Array(vec![Json::object([("name", Json::str(name))])])),
+            (
+                "codecs".into(),
+                Json::Array(vec![Json::object([("name", Json::str(name))])]),
+            ),
             ("params".into(), params),
         ])
     }
@@ -431,7 +499,12 @@ impl ServerConn<'_> {
         let names: Vec<String> = msg
             .params()
             .and_then(Json::as_array)
-            .map(|a| a.iter().filter_map(Json::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Json::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         if names.is_empty() {
             return Err("no parameter(s) requested".into());
@@ -445,7 +518,10 @@ impl ServerConn<'_> {
                 let results = match cached {
                     Some(r) => r,
                     None => {
-                        let from_engine = tokio::time::timeout(timeout, live.session.get_results()).await.ok().flatten();
+                        let from_engine = tokio::time::timeout(timeout, live.session.get_results())
+                            .await
+                            .ok()
+                            .flatten();
                         match from_engine {
                             Some(r) => r,
                             None => partial_result(&live.shared).into_iter().collect(),
@@ -465,20 +541,31 @@ impl ServerConn<'_> {
     }
 
     async fn on_set(&mut self, msg: &Message) -> Result<(), String> {
-        let params = msg.params().and_then(Json::as_object).filter(|o| !o.is_empty()).ok_or("no parameter(s) requested")?;
+        let params = msg
+            .params()
+            .and_then(Json::as_object)
+            .filter(|o| !o.is_empty())
+            .ok_or("no parameter(s) requested")?;
         let timeout = self.ctx.limits.request_timeout;
         let live = self.live.as_mut().ok_or("setup required")?;
         for (k, v) in params {
-            let v = v.as_str().ok_or_else(|| format!("value of '{k}' must be a string"))?;
+            let v = v
+                .as_str()
+                .ok_or_else(|| format!("value of '{k}' must be a string"))?;
             let r: Result<(), SpeechError> = match k.as_str() {
-                "dtmf" => tokio::time::timeout(timeout, live.session.dtmf(v)).await.unwrap_or_else(|_| Err(timed_out(k))),
+                "dtmf" => tokio::time::timeout(timeout, live.session.dtmf(v))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out(k))),
                 "results_type" => {
-                    let t = ResultsType::parse(v).ok_or_else(|| format!("invalid results_type '{v}'"))?;
+                    let t = ResultsType::parse(v)
+                        .ok_or_else(|| format!("invalid results_type '{v}'"))?;
                     tokio::time::timeout(timeout, live.session.change_results_type(t))
                         .await
                         .unwrap_or_else(|_| Err(timed_out(k)))
                 }
-                _ => tokio::time::timeout(timeout, live.session.change(k, v)).await.unwrap_or_else(|_| Err(timed_out(k))),
+                _ => tokio::time::timeout(timeout, live.session.change(k, v))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out(k))),
             };
             r.map_err(|e| e.to_string())?;
         }
@@ -497,16 +584,23 @@ impl ServerConn<'_> {
         if let Some(e) = &error {
             tracing::info!(peer = %self.peer, "speech engine ended the utterance: {e}");
         }
-        let body = vec![("params".to_string(), Json::object([("results", results_json(&results))]))];
+        let body = vec![(
+            "params".to_string(),
+            Json::object([("results", results_json(&results))]),
+        )];
         let (_, text) = self.tx.send_request(Instant::now(), "set", &body);
         self.ctx.stats.results_sent.fetch_add(1, Ordering::Relaxed);
         live.shared.reset();
         if let Err(e) = live.session.start() {
             // Cannot listen any more: tell Asterisk by closing after the results.
-            ws.send(WsMessage::text(text)).await.map_err(|e| e.to_string())?;
+            ws.send(WsMessage::text(text))
+                .await
+                .map_err(|e| e.to_string())?;
             return Err(format!("restart failed: {e}"));
         }
-        ws.send(WsMessage::text(text)).await.map_err(|e| e.to_string())
+        ws.send(WsMessage::text(text))
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -526,7 +620,12 @@ fn wire_format(name: &str) -> Option<Format> {
 
 fn partial_result(shared: &SpeechShared) -> Option<SpeechResult> {
     let text = shared.lock().partial.clone()?;
-    Some(SpeechResult { text, score: 0, grammar: None, nbest: 0 })
+    Some(SpeechResult {
+        text,
+        score: 0,
+        grammar: None,
+        nbest: 0,
+    })
 }
 
 /// Results in dialplan order -> the JSON array Asterisk must receive (reversed, because
@@ -537,7 +636,10 @@ pub fn results_json(results: &[SpeechResult]) -> Json {
             .iter()
             .rev()
             .map(|r| {
-                let mut m = vec![("text".to_string(), Json::str(r.text.clone())), ("score".into(), Json::int(r.score as i64))];
+                let mut m = vec![
+                    ("text".to_string(), Json::str(r.text.clone())),
+                    ("score".into(), Json::int(r.score as i64)),
+                ];
                 if let Some(g) = &r.grammar {
                     m.push(("grammar".into(), Json::str(g.clone())));
                 }
@@ -556,8 +658,18 @@ mod tests {
     #[test]
     fn results_roundtrip_through_asterisk_reversal() {
         let ours = vec![
-            SpeechResult { text: "sales".into(), score: 920, grammar: Some("g".into()), nbest: 0 },
-            SpeechResult { text: "sails".into(), score: 300, grammar: None, nbest: 0 },
+            SpeechResult {
+                text: "sales".into(),
+                score: 920,
+                grammar: Some("g".into()),
+                nbest: 0,
+            },
+            SpeechResult {
+                text: "sails".into(),
+                score: 300,
+                grammar: None,
+                nbest: 0,
+            },
         ];
         let json = results_json(&ours);
         assert_eq!(
@@ -592,9 +704,15 @@ mod tests {
     #[test]
     fn subprotocol_negotiation() {
         let r = negotiate(&req(Some("speech_to_text")), Response::new(())).unwrap();
-        assert_eq!(r.headers().get("Sec-WebSocket-Protocol").unwrap(), "speech_to_text");
+        assert_eq!(
+            r.headers().get("Sec-WebSocket-Protocol").unwrap(),
+            "speech_to_text"
+        );
         let r = negotiate(&req(Some("foo, speech_to_text")), Response::new(())).unwrap();
-        assert_eq!(r.headers().get("Sec-WebSocket-Protocol").unwrap(), "speech_to_text");
+        assert_eq!(
+            r.headers().get("Sec-WebSocket-Protocol").unwrap(),
+            "speech_to_text"
+        );
         let r = negotiate(&req(None), Response::new(())).unwrap();
         assert!(r.headers().get("Sec-WebSocket-Protocol").is_none());
         let e = negotiate(&req(Some("text_to_speech")), Response::new(())).unwrap_err();

@@ -21,13 +21,26 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1000);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A non-error response to our request `request` (its name; compare with `msg.name`).
-    Response { id: String, request: String, msg: Message },
+    Response {
+        id: String,
+        request: String,
+        msg: Message,
+    },
     /// The peer answered our request with `error_msg`.
-    Failed { id: String, request: String, error: String },
+    Failed {
+        id: String,
+        request: String,
+        error: String,
+    },
     /// A request from the peer, to be handled and answered.
     Request(Message),
     /// A message with `error_msg` that matched no transaction; never handled.
-    PeerError { kind: Kind, name: String, id: String, error: String },
+    PeerError {
+        kind: Kind,
+        name: String,
+        id: String,
+        error: String,
+    },
     /// A response matching no outstanding request (late or unknown id).
     Unmatched(Message),
     /// Our request `name` got no answer in time.
@@ -57,7 +70,10 @@ impl Default for Transactions {
 
 impl Transactions {
     pub fn new(timeout: Duration) -> Transactions {
-        Transactions { timeout, pending: HashMap::new() }
+        Transactions {
+            timeout,
+            pending: HashMap::new(),
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -65,7 +81,12 @@ impl Transactions {
     }
 
     /// Start a request with the default timeout. Returns its id and the text to send.
-    pub fn send_request(&mut self, now: Instant, name: &str, body: &[(String, Json)]) -> (String, String) {
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        name: &str,
+        body: &[(String, Json)],
+    ) -> (String, String) {
         self.send_request_with_timeout(now, name, body, self.timeout)
     }
 
@@ -78,7 +99,13 @@ impl Transactions {
     ) -> (String, String) {
         let id = message::new_id();
         let text = message::encode_request(name, &id, body);
-        self.pending.insert(id.clone(), Pending { name: name.to_string(), deadline: now + timeout });
+        self.pending.insert(
+            id.clone(),
+            Pending {
+                name: name.to_string(),
+                deadline: now + timeout,
+            },
+        );
         (id, text)
     }
 
@@ -97,16 +124,34 @@ impl Transactions {
         match msg.kind {
             Kind::Response => match self.pending.remove(&msg.id) {
                 Some(p) => match msg.error_msg {
-                    Some(error) => Event::Failed { id: msg.id, request: p.name, error },
-                    None => Event::Response { id: msg.id.clone(), request: p.name, msg },
+                    Some(error) => Event::Failed {
+                        id: msg.id,
+                        request: p.name,
+                        error,
+                    },
+                    None => Event::Response {
+                        id: msg.id.clone(),
+                        request: p.name,
+                        msg,
+                    },
                 },
                 None => match msg.error_msg {
-                    Some(error) => Event::PeerError { kind: msg.kind, name: msg.name, id: msg.id, error },
+                    Some(error) => Event::PeerError {
+                        kind: msg.kind,
+                        name: msg.name,
+                        id: msg.id,
+                        error,
+                    },
                     None => Event::Unmatched(msg),
                 },
             },
             Kind::Request => match msg.error_msg {
-                Some(error) => Event::PeerError { kind: msg.kind, name: msg.name, id: msg.id, error },
+                Some(error) => Event::PeerError {
+                    kind: msg.kind,
+                    name: msg.name,
+                    id: msg.id,
+                    error,
+                },
                 None => Event::Request(msg),
             },
         }
@@ -129,7 +174,10 @@ impl Transactions {
             }
         });
         expired.sort();
-        expired.into_iter().map(|(_, id, name)| Event::Timeout { id, name }).collect()
+        expired
+            .into_iter()
+            .map(|(_, id, name)| Event::Timeout { id, name })
+            .collect()
     }
 
     /// Forget a request (its waiter went away).
@@ -163,14 +211,25 @@ mod tests {
     fn matched_response_by_id() {
         let now = t0();
         let mut tx = Transactions::default();
-        let (id, text) = tx.send_request(now, "get", &[("params".into(), Json::Array(vec![Json::str("results")]))]);
+        let (id, text) = tx.send_request(
+            now,
+            "get",
+            &[("params".into(), Json::Array(vec![Json::str("results")]))],
+        );
         assert!(text.ends_with(&format!(r#","id":"{id}"}}"#)));
         assert!(text.starts_with(r#"{"request":"get","params":["results"]"#));
         assert_eq!(tx.poll_timeout(), Some(now + DEFAULT_TIMEOUT));
-        let ev = tx.handle_text(now + Duration::from_millis(10), &format!(r#"{{"response":"get","id":"{id}","params":{{"results":[]}}}}"#));
+        let ev = tx.handle_text(
+            now + Duration::from_millis(10),
+            &format!(r#"{{"response":"get","id":"{id}","params":{{"results":[]}}}}"#),
+        );
         assert_eq!(ev.len(), 1);
         match &ev[0] {
-            Event::Response { id: rid, request, msg } => {
+            Event::Response {
+                id: rid,
+                request,
+                msg,
+            } => {
                 assert_eq!(rid, &id);
                 assert_eq!(request, "get");
                 assert!(msg.is_named("GET"));
@@ -186,8 +245,18 @@ mod tests {
         let now = t0();
         let mut tx = Transactions::default();
         let (id, _) = tx.send_request(now, "setup", &[]);
-        let ev = tx.handle_text(now, &format!(r#"{{"response":"setup","id":"{id}","error_msg":"No supported codec(s)"}}"#));
-        assert_eq!(ev, vec![Event::Failed { id, request: "setup".into(), error: "No supported codec(s)".into() }]);
+        let ev = tx.handle_text(
+            now,
+            &format!(r#"{{"response":"setup","id":"{id}","error_msg":"No supported codec(s)"}}"#),
+        );
+        assert_eq!(
+            ev,
+            vec![Event::Failed {
+                id,
+                request: "setup".into(),
+                error: "No supported codec(s)".into()
+            }]
+        );
     }
 
     #[test]
@@ -195,10 +264,21 @@ mod tests {
         let now = t0();
         let mut tx = Transactions::default();
         let (id, _) = tx.send_request(now, "set", &[]);
-        assert!(tx.handle_timeout(now + Duration::from_millis(999)).is_empty());
+        assert!(tx
+            .handle_timeout(now + Duration::from_millis(999))
+            .is_empty());
         let ev = tx.handle_timeout(now + Duration::from_millis(1000));
-        assert_eq!(ev, vec![Event::Timeout { id: id.clone(), name: "set".into() }]);
-        let ev = tx.handle_text(now + Duration::from_millis(1500), &format!(r#"{{"response":"set","id":"{id}"}}"#));
+        assert_eq!(
+            ev,
+            vec![Event::Timeout {
+                id: id.clone(),
+                name: "set".into()
+            }]
+        );
+        let ev = tx.handle_text(
+            now + Duration::from_millis(1500),
+            &format!(r#"{{"response":"set","id":"{id}"}}"#),
+        );
         assert!(matches!(&ev[..], [Event::Unmatched(m)] if m.id == id));
     }
 
@@ -208,9 +288,18 @@ mod tests {
         let mut tx = Transactions::new(Duration::from_millis(100));
         let (a, _) = tx.send_request(now, "get", &[]);
         let (b, _) = tx.send_request(now + Duration::from_millis(50), "set", &[]);
-        let ev = tx.handle_text(now + Duration::from_millis(120), &format!(r#"{{"response":"set","id":"{b}"}}"#));
+        let ev = tx.handle_text(
+            now + Duration::from_millis(120),
+            &format!(r#"{{"response":"set","id":"{b}"}}"#),
+        );
         assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0], Event::Timeout { id: a, name: "get".into() });
+        assert_eq!(
+            ev[0],
+            Event::Timeout {
+                id: a,
+                name: "get".into()
+            }
+        );
         assert!(matches!(&ev[1], Event::Response { id, .. } if *id == b));
     }
 
@@ -240,9 +329,17 @@ mod tests {
         let ev = tx.handle_text(now, r#"{"request":"set","id":"x","params":{"results":[]}}"#);
         assert!(matches!(&ev[..], [Event::Request(m)] if m.is_named("set") && m.id == "x"));
         let ev = tx.handle_text(now, r#"{"request":"set","id":"x","error_msg":"nope"}"#);
-        assert!(matches!(&ev[..], [Event::PeerError { kind: Kind::Request, error, .. }] if error == "nope"));
+        assert!(
+            matches!(&ev[..], [Event::PeerError { kind: Kind::Request, error, .. }] if error == "nope")
+        );
         let ev = tx.handle_text(now, r#"{"response":"get","id":"zz","error_msg":"late"}"#);
-        assert!(matches!(&ev[..], [Event::PeerError { kind: Kind::Response, .. }]));
+        assert!(matches!(
+            &ev[..],
+            [Event::PeerError {
+                kind: Kind::Response,
+                ..
+            }]
+        ));
     }
 
     #[test]
@@ -259,9 +356,15 @@ mod tests {
     fn invalid_and_too_large() {
         let now = t0();
         let mut tx = Transactions::default();
-        assert!(matches!(&tx.handle_text(now, "garbage")[..], [Event::Invalid(DecodeError::Json(_))]));
+        assert!(matches!(
+            &tx.handle_text(now, "garbage")[..],
+            [Event::Invalid(DecodeError::Json(_))]
+        ));
         let big = format!(r#"{{"request":"set","x":"{}"}}"#, "a".repeat(40 * 1024));
-        assert!(matches!(&tx.handle_text(now, &big)[..], [Event::Invalid(DecodeError::TooLarge(_))]));
+        assert!(matches!(
+            &tx.handle_text(now, &big)[..],
+            [Event::Invalid(DecodeError::TooLarge(_))]
+        ));
     }
 
     #[test]

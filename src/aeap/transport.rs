@@ -60,7 +60,11 @@ pub struct HandshakeDone {
 
 impl ClientHandshake {
     /// Build the upgrade request for `url` with the given key (`generate_key()` in real use).
-    pub fn new(url: &url::Url, protocol: Option<&str>, key: &str) -> Result<ClientHandshake, String> {
+    pub fn new(
+        url: &url::Url,
+        protocol: Option<&str>,
+        key: &str,
+    ) -> Result<ClientHandshake, String> {
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_string(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
@@ -81,11 +85,15 @@ impl ClientHandshake {
         );
         if !url.username().is_empty() || url.password().is_some() {
             let user = percent_encoding::percent_decode_str(url.username()).decode_utf8_lossy();
-            let pass = percent_encoding::percent_decode_str(url.password().unwrap_or("")).decode_utf8_lossy();
+            let pass = percent_encoding::percent_decode_str(url.password().unwrap_or(""))
+                .decode_utf8_lossy();
             let cred = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             req.push_str(&format!("Authorization: Basic {cred}\r\n"));
         }
-        let protocol = protocol.map(str::trim).filter(|p| !p.is_empty()).map(str::to_string);
+        let protocol = protocol
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string);
         if let Some(p) = &protocol {
             if p.contains(['\r', '\n']) {
                 return Err("protocol contains a line break".into());
@@ -93,7 +101,11 @@ impl ClientHandshake {
             req.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
         }
         req.push_str(&format!("Sec-WebSocket-Key: {key}\r\n\r\n"));
-        Ok(ClientHandshake { request: req, accept: derive_accept_key(key.as_bytes()), protocol })
+        Ok(ClientHandshake {
+            request: req,
+            accept: derive_accept_key(key.as_bytes()),
+            protocol,
+        })
     }
 
     /// Check the response received so far: `Ok(None)` = incomplete, read more.
@@ -104,7 +116,8 @@ impl ClientHandshake {
             }
             return Ok(None);
         };
-        let head = std::str::from_utf8(&buf[..end]).map_err(|_| "response header is not UTF-8".to_string())?;
+        let head = std::str::from_utf8(&buf[..end])
+            .map_err(|_| "response header is not UTF-8".to_string())?;
         let mut lines = head.split("\r\n");
         let status = lines.next().unwrap_or("");
         let mut parts = status.splitn(3, ' ');
@@ -131,12 +144,16 @@ impl ClientHandshake {
             match name.trim().to_ascii_lowercase().as_str() {
                 "upgrade" => upgrade = value.eq_ignore_ascii_case("websocket"),
                 "connection" => {
-                    connection = value.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+                    connection = value
+                        .split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
                 }
                 "sec-websocket-accept" => accept_ok = value == self.accept,
                 "sec-websocket-protocol" => protocol = Some(value.to_string()),
                 "sec-websocket-extensions" => {
-                    return Err(format!("server negotiated extensions '{value}', which are not supported"));
+                    return Err(format!(
+                        "server negotiated extensions '{value}', which are not supported"
+                    ));
                 }
                 _ => {}
             }
@@ -152,10 +169,15 @@ impl ClientHandshake {
         }
         if let Some(p) = &protocol {
             if self.protocol.as_deref() != Some(p.as_str()) {
-                return Err(format!("server chose subprotocol '{p}', which was not offered"));
+                return Err(format!(
+                    "server chose subprotocol '{p}', which was not offered"
+                ));
             }
         }
-        Ok(Some(HandshakeDone { header_len: end, protocol }))
+        Ok(Some(HandshakeDone {
+            header_len: end,
+            protocol,
+        }))
     }
 }
 
@@ -167,14 +189,19 @@ fn find_header_end(buf: &[u8]) -> Option<usize> {
 /// `AST_WEBSOCKET_MAX_RX_PAYLOAD_SIZE`); messages a bit larger than the 32767-byte text limit so
 /// the codec can report an oversize message clearly (it then disconnects, as Asterisk).
 pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().max_frame_size(Some(65535)).max_message_size(Some(256 * 1024))
+    WebSocketConfig::default()
+        .max_frame_size(Some(65535))
+        .max_message_size(Some(256 * 1024))
 }
 
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> = std::sync::OnceLock::new();
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
@@ -186,12 +213,22 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
 
 /// Connect to `url` (ws:// or wss://) and do the upgrade. `connect_timeout` bounds the TCP
 /// connect; the TLS + upgrade exchange gets twice that.
-pub async fn connect(url: &str, protocol: Option<&str>, connect_timeout: Duration) -> Result<WsStream, TransportError> {
-    let parsed = url::Url::parse(url).map_err(|e| TransportError::Url(url.to_string(), e.to_string()))?;
+pub async fn connect(
+    url: &str,
+    protocol: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<WsStream, TransportError> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| TransportError::Url(url.to_string(), e.to_string()))?;
     let tls = match parsed.scheme() {
         "ws" => false,
         "wss" => true,
-        s => return Err(TransportError::Url(url.to_string(), format!("scheme '{s}' is not ws or wss"))),
+        s => {
+            return Err(TransportError::Url(
+                url.to_string(),
+                format!("scheme '{s}' is not ws or wss"),
+            ))
+        }
     };
     let host = match parsed.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
@@ -199,7 +236,9 @@ pub async fn connect(url: &str, protocol: Option<&str>, connect_timeout: Duratio
         Some(url::Host::Ipv6(a)) => a.to_string(),
         None => return Err(TransportError::Url(url.to_string(), "no host".into())),
     };
-    let port = parsed.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    let port = parsed
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     let tcp = match tokio::time::timeout(connect_timeout, tcp_connect(&host, port)).await {
         Err(_) => return Err(TransportError::ConnectTimeout(url.to_string())),
         Ok(Err(e)) => return Err(TransportError::Connect(url.to_string(), e)),
@@ -207,24 +246,34 @@ pub async fn connect(url: &str, protocol: Option<&str>, connect_timeout: Duratio
     };
     let _ = tcp.set_nodelay(true);
     let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
-    let hs = ClientHandshake::new(&parsed, protocol, &key).map_err(|e| TransportError::Url(url.to_string(), e))?;
+    let hs = ClientHandshake::new(&parsed, protocol, &key)
+        .map_err(|e| TransportError::Url(url.to_string(), e))?;
     let upgrade = async {
         let mut stream = if tls {
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| TransportError::Tls(url.to_string(), e.to_string()))?;
             let config = tls_config().map_err(|e| TransportError::Tls(url.to_string(), e))?;
             let connector = tokio_rustls::TlsConnector::from(config);
-            let s = connector.connect(name, tcp).await.map_err(|e| TransportError::Tls(url.to_string(), e.to_string()))?;
+            let s = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| TransportError::Tls(url.to_string(), e.to_string()))?;
             MaybeTlsStream::Rustls(s)
         } else {
             MaybeTlsStream::Plain(tcp)
         };
         let hs_err = |e: String| TransportError::Handshake(url.to_string(), e);
-        stream.write_all(hs.request.as_bytes()).await.map_err(|e| hs_err(e.to_string()))?;
+        stream
+            .write_all(hs.request.as_bytes())
+            .await
+            .map_err(|e| hs_err(e.to_string()))?;
         let mut buf = Vec::with_capacity(1024);
         let mut chunk = [0u8; 1024];
         let done = loop {
-            let n = stream.read(&mut chunk).await.map_err(|e| hs_err(e.to_string()))?;
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| hs_err(e.to_string()))?;
             if n == 0 {
                 return Err(hs_err("connection closed during the upgrade".into()));
             }
@@ -234,7 +283,10 @@ pub async fn connect(url: &str, protocol: Option<&str>, connect_timeout: Duratio
             }
         };
         let rest = buf.split_off(done.header_len);
-        Ok(WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(ws_config())).await)
+        Ok(
+            WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(ws_config()))
+                .await,
+        )
     };
     match tokio::time::timeout(connect_timeout * 2, upgrade).await {
         Err(_) => Err(TransportError::HandshakeTimeout(url.to_string())),
@@ -243,7 +295,10 @@ pub async fn connect(url: &str, protocol: Option<&str>, connect_timeout: Duratio
 }
 
 async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, String> {
-    let addrs: Vec<_> = tokio::net::lookup_host((host, port)).await.map_err(|e| e.to_string())?.collect();
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| e.to_string())?
+        .collect();
     let mut last = format!("no address for {host}");
     for a in addrs {
         match TcpStream::connect(a).await {
@@ -276,7 +331,9 @@ mod tests {
         assert!(h.request.starts_with("GET /v1/aeap?lang=en HTTP/1.1\r\n"));
         assert!(h.request.contains("Host: stt.example.com:443\r\n"));
         let cred = base64::engine::general_purpose::STANDARD.encode("user:p@ss");
-        assert!(h.request.contains(&format!("Authorization: Basic {cred}\r\n")));
+        assert!(h
+            .request
+            .contains(&format!("Authorization: Basic {cred}\r\n")));
         assert!(!h.request.contains("Sec-WebSocket-Protocol"));
         let h = hs("ws://[::1]/x", Some("p"));
         assert!(h.request.contains("Host: [::1]:80\r\n"));
@@ -290,9 +347,22 @@ mod tests {
     fn protocol_is_optional_but_must_match() {
         let h = hs("ws://a:1", Some("speech_to_text"));
         let r = resp("");
-        assert_eq!(h.parse_response(r.as_bytes()).unwrap(), Some(HandshakeDone { header_len: r.len(), protocol: None }));
+        assert_eq!(
+            h.parse_response(r.as_bytes()).unwrap(),
+            Some(HandshakeDone {
+                header_len: r.len(),
+                protocol: None
+            })
+        );
         let r = resp("Sec-WebSocket-Protocol: speech_to_text\r\n");
-        assert_eq!(h.parse_response(r.as_bytes()).unwrap().unwrap().protocol.as_deref(), Some("speech_to_text"));
+        assert_eq!(
+            h.parse_response(r.as_bytes())
+                .unwrap()
+                .unwrap()
+                .protocol
+                .as_deref(),
+            Some("speech_to_text")
+        );
         let r = resp("Sec-WebSocket-Protocol: other\r\n");
         assert!(h.parse_response(r.as_bytes()).is_err());
     }
@@ -300,8 +370,13 @@ mod tests {
     #[test]
     fn rejects_bad_answers() {
         let h = hs("ws://a:1", Some("speech_to_text"));
-        assert!(h.parse_response(resp("Sec-WebSocket-Extensions: permessage-deflate\r\n").as_bytes()).is_err());
-        assert!(h.parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err().contains("404"));
+        assert!(h
+            .parse_response(resp("Sec-WebSocket-Extensions: permessage-deflate\r\n").as_bytes())
+            .is_err());
+        assert!(h
+            .parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n")
+            .unwrap_err()
+            .contains("404"));
         let bad = resp("").replace(ACCEPT, "nope");
         assert!(h.parse_response(bad.as_bytes()).is_err());
         let bad = resp("").replace("Upgrade: websocket\r\n", "");
@@ -316,8 +391,13 @@ mod tests {
         assert_eq!(h.parse_response(&r.as_bytes()[..20]).unwrap(), None);
         let mut full = r.clone().into_bytes();
         full.extend_from_slice(&[0x81, 0x00]);
-        assert_eq!(h.parse_response(&full).unwrap().unwrap().header_len, r.len());
-        assert!(h.parse_response(&vec![b'a'; MAX_RESPONSE_HEADER + 1]).is_err());
+        assert_eq!(
+            h.parse_response(&full).unwrap().unwrap().header_len,
+            r.len()
+        );
+        assert!(h
+            .parse_response(&vec![b'a'; MAX_RESPONSE_HEADER + 1])
+            .is_err());
     }
 
     #[tokio::test]
@@ -326,7 +406,13 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let e = connect(&format!("ws://127.0.0.1:{port}"), Some("x"), Duration::from_secs(2)).await.unwrap_err();
+        let e = connect(
+            &format!("ws://127.0.0.1:{port}"),
+            Some("x"),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, TransportError::Connect(..)), "{e}");
         // A server that accepts but never answers the upgrade.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -336,7 +422,9 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             drop(s);
         });
-        let e = connect(&format!("ws://{addr}"), None, Duration::from_millis(100)).await.unwrap_err();
+        let e = connect(&format!("ws://{addr}"), None, Duration::from_millis(100))
+            .await
+            .unwrap_err();
         assert!(matches!(e, TransportError::HandshakeTimeout(_)), "{e}");
     }
 }
