@@ -497,3 +497,38 @@ async fn destroy_closes_with_1000_and_write_never_blocks() {
     assert_eq!(s2.get_setting("last_close_code").await.unwrap(), "1000");
     s2.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_really_uses_tls() {
+    // A self-signed certificate: the TLS handshake happens and the unknown issuer is refused
+    // (Asterisk would have talked plain WebSocket to this port).
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !made.map(|s| s.success()).unwrap_or(false) {
+        eprintln!("openssl not available; skipping the wss test");
+        return;
+    }
+    let py = PyEngine::start(&["--tls", cert.to_str().unwrap(), key.to_str().unwrap()]);
+    let e = create_err(cfg(&format!("wss://localhost:{}", py.port), &[])).await;
+    let text = e.to_string();
+    assert!(text.contains("TLS with wss://localhost"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("certificate"), "{text}");
+}

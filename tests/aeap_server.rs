@@ -43,6 +43,8 @@ struct FakeSession {
     heard_ms: u32,
     utter_ms: u32,
     partial: bool,
+    starts: u32,
+    fail_on_restart: bool,
 }
 
 impl Engine for FakeEngine {
@@ -64,6 +66,8 @@ impl Engine for FakeEngine {
             heard_ms: 0,
             utter_ms: 400,
             partial: false,
+            starts: 0,
+            fail_on_restart: false,
         };
         Box::pin(async move { Ok(Box::new(s) as Box<dyn EngineSession>) })
     }
@@ -75,6 +79,11 @@ impl EngineSession for FakeSession {
     }
     fn start(&mut self) -> Result<(), SpeechError> {
         self.heard_ms = 0;
+        self.starts += 1;
+        if self.fail_on_restart && self.starts > 1 {
+            self.shared.fail("model crashed");
+            return Ok(());
+        }
         self.shared.set_state(SpeechState::Ready);
         Ok(())
     }
@@ -119,6 +128,7 @@ impl EngineSession for FakeSession {
         match name {
             "utter_ms" => self.utter_ms = value.parse().unwrap_or(400),
             "partial" => self.partial = value == "1",
+            "fail_on_restart" => self.fail_on_restart = value == "1",
             _ => {}
         }
         self.log
@@ -478,4 +488,45 @@ async fn session_limit_refuses_extra_connections() {
         Err(e) => panic!("slot not released: {e}"),
     };
     s3.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_that_cannot_restart_closes_the_connection() {
+    let srv = start_server(vec![Format::Ulaw], ServerLimits::default()).await;
+    let mut c = ClientConfig::new("remote", srv.url.clone());
+    c.params = vec![
+        ("utter_ms".into(), "100".into()),
+        ("fail_on_restart".into(), "1".into()),
+    ];
+    let engine = AeapEngine::new(c);
+    let shared = SpeechShared::new();
+    let mut s = match engine.create(Format::Ulaw, shared.clone()).await {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    s.start().unwrap();
+    for _ in 0..5 {
+        s.write(&ulaw_frame());
+    }
+    assert!(
+        wait_until(&shared, Duration::from_secs(5), |sh| sh.state()
+            == SpeechState::Done)
+        .await
+    );
+    assert!(shared.lock().error.is_none());
+    // The next utterance: the engine fails to restart, the server closes, DONE with the reason.
+    shared.reset();
+    s.start().unwrap();
+    s.write(&ulaw_frame());
+    assert!(
+        wait_until(&shared, Duration::from_secs(5), |sh| sh.state()
+            == SpeechState::Done)
+        .await
+    );
+    let error = shared.lock().error.clone().unwrap_or_default();
+    assert!(
+        error.contains("code 1011: speech engine failed: model crashed"),
+        "{error}"
+    );
+    s.destroy().await;
 }

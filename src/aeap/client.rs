@@ -183,7 +183,16 @@ impl AeapEngine {
             )))),
         };
         match outcome {
-            Ok(()) => Ok(session),
+            Ok(()) => {
+                // SeqCst pairs with the task's `alive` store / `established` load: at least
+                // one side sees the other and reports a loss (twice is harmless).
+                session.conn.established.store(true, Ordering::SeqCst);
+                if !session.conn.alive.load(Ordering::SeqCst) {
+                    // Lost right after answering setup: report it now.
+                    session.shared.fail(session.lost_error().to_string());
+                }
+                Ok(session)
+            }
             Err(a) => {
                 session.shutdown().await;
                 Err(a)
@@ -351,6 +360,9 @@ struct ConnState {
     alive: AtomicBool,
     /// We are closing on purpose: the end of the connection is not an error.
     closing: AtomicBool,
+    /// Setup succeeded: from now on a lost connection is reported on the speech object
+    /// (before that, create() reports it and may fail over).
+    established: AtomicBool,
     lost: Mutex<Option<String>>,
     dropped: AtomicU64,
 }
@@ -712,10 +724,10 @@ impl Connection {
                 }
             }
         };
-        self.conn.alive.store(false, Ordering::Release);
         if let Some(why) = &lost {
             *self.conn.lost.lock() = Some(why.clone());
         }
+        self.conn.alive.store(false, Ordering::SeqCst);
         for (id, _) in self.tx.fail_all() {
             if let Some(w) = self.waiters.remove(&id) {
                 let _ = w.send(Err(SpeechError::Disconnected(format!(
@@ -726,7 +738,9 @@ impl Connection {
         }
         self.waiters.clear();
         if let Some(why) = lost {
-            if !self.conn.closing.load(Ordering::Acquire) {
+            if !self.conn.closing.load(Ordering::Acquire)
+                && self.conn.established.load(Ordering::SeqCst)
+            {
                 self.stats.connections_lost.fetch_add(1, Ordering::Relaxed);
                 let msg = format!("aeap connection to {} lost: {}", self.url, why);
                 tracing::warn!(engine = %self.engine, "{msg}");

@@ -11,9 +11,10 @@
 //!    (errors ignored), except `engine`, which picks the engine when the server has none fixed.
 //! 3. Binary frames feed `write()` while READY. When the engine's state turns DONE the server
 //!    sends `{"request":"set","params":{"results":[...]},"id":...}` (array reversed so that
-//!    Asterisk, which prepends, ends up with the engine's order), then restarts the session for
-//!    the next utterance. DONE without results (no input, engine error) sends `results: []`,
-//!    which ends Asterisk's SpeechBackground.
+//!    Asterisk, which prepends, ends up with the engine's order). DONE without results (no
+//!    input, engine error) sends `results: []`, which ends Asterisk's SpeechBackground. The
+//!    session is restarted when audio comes again (Asterisk's next SpeechBackground); an engine
+//!    that cannot restart closes the connection (1011), which Asterisk turns into DONE.
 //! 4. `get ["results"]` answers from what there is (cached results, the engine's `get`, the
 //!    partial transcript, else `[]`); `get [name]` uses `get_setting`; `set {dtmf|results_type|
 //!    name}` uses the session. Unknown names get Asterisk's "Unsupported and/or un-handled
@@ -245,6 +246,9 @@ struct Live {
     max_samples: u64,
     ts: u32,
     seq: u16,
+    /// The last utterance was reported; restart the engine when audio comes again.
+    needs_restart: bool,
+    frames_since_start: u64,
 }
 
 struct ServerConn<'a> {
@@ -264,7 +268,9 @@ impl ServerConn<'_> {
                 // Register interest before checking, so a change in between is not lost.
                 n.enable();
             }
-            if shared.as_ref().map(|s| s.state()) == Some(SpeechState::Done) {
+            let pending_done = self.live.as_ref().is_some_and(|l| !l.needs_restart)
+                && shared.as_ref().map(|s| s.state()) == Some(SpeechState::Done);
+            if pending_done {
                 if let Err(e) = self.report_done(ws).await {
                     return End::Error(e);
                 }
@@ -331,6 +337,29 @@ impl ServerConn<'_> {
                 ),
             ));
         }
+        if live.needs_restart {
+            // Asterisk sends audio again only after restarting its side (a new
+            // SpeechBackground): start the next utterance now.
+            live.needs_restart = false;
+            live.frames_since_start = 0;
+            live.shared.reset();
+            let started = live.session.start();
+            let error = live.shared.lock().error.clone();
+            if let Err(e) = started {
+                return Some(End::Close(
+                    CloseCode::Error,
+                    format!("speech engine failed: {e}"),
+                ));
+            }
+            if live.shared.state() == SpeechState::Done {
+                if let Some(e) = error {
+                    return Some(End::Close(
+                        CloseCode::Error,
+                        format!("speech engine failed: {e}"),
+                    ));
+                }
+            }
+        }
         if live.shared.state() != SpeechState::Ready {
             return None;
         }
@@ -345,6 +374,7 @@ impl ServerConn<'_> {
         frame.seq = live.seq;
         live.ts = live.ts.wrapping_add(frame.samples() as u32);
         live.seq = live.seq.wrapping_add(1);
+        live.frames_since_start += 1;
         live.session.write(&frame);
         None
     }
@@ -485,6 +515,8 @@ impl ServerConn<'_> {
             max_samples: max_samples as u64,
             ts: 0,
             seq: 0,
+            needs_restart: false,
+            frames_since_start: 0,
         });
         Ok(vec![
             (
@@ -572,32 +604,32 @@ impl ServerConn<'_> {
         Ok(())
     }
 
-    /// The engine finished an utterance: send its results to Asterisk, restart for the next.
+    /// The engine finished an utterance: send its results to Asterisk (an empty list when it
+    /// has none, which still ends SpeechBackground). The engine is restarted when audio comes
+    /// again. An engine that ends without having heard a frame and without results or error
+    /// (an idle timer while Asterisk sends nothing) is restarted silently.
     async fn report_done(&mut self, ws: &mut Ws) -> Result<(), String> {
         let Some(live) = self.live.as_mut() else {
             return Ok(());
         };
+        live.needs_restart = true;
         let (results, error) = {
             let g = live.shared.lock();
-            (g.results.clone().unwrap_or_default(), g.error.clone())
+            (g.results.clone(), g.error.clone())
         };
+        if live.frames_since_start == 0 && results.is_none() && error.is_none() {
+            return Ok(());
+        }
         if let Some(e) = &error {
             tracing::info!(peer = %self.peer, "speech engine ended the utterance: {e}");
         }
+        let results = results.unwrap_or_default();
         let body = vec![(
             "params".to_string(),
             Json::object([("results", results_json(&results))]),
         )];
         let (_, text) = self.tx.send_request(Instant::now(), "set", &body);
         self.ctx.stats.results_sent.fetch_add(1, Ordering::Relaxed);
-        live.shared.reset();
-        if let Err(e) = live.session.start() {
-            // Cannot listen any more: tell Asterisk by closing after the results.
-            ws.send(WsMessage::text(text))
-                .await
-                .map_err(|e| e.to_string())?;
-            return Err(format!("restart failed: {e}"));
-        }
         ws.send(WsMessage::text(text))
             .await
             .map_err(|e| e.to_string())

@@ -6,7 +6,7 @@ Written from the protocol description (shared/specs/aeap-and-speech-api.md, sect
 any client implementation: it validates what a compatible client must send and answers the way
 real engines (the asterisk/aeap-speech-to-text reference app and friends) do.
 
-Usage: aeap_engine.py [--host 127.0.0.1] [--port 0] [--no-subprotocol]
+Usage: aeap_engine.py [--host 127.0.0.1] [--port 0] [--no-subprotocol] [--tls CERT KEY]
 Prints "PORT <n>" on stdout once listening.
 
 Behaviour is chosen per connection by the `setup` params (all strings):
@@ -219,6 +219,7 @@ async def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--no-subprotocol", action="store_true",
                     help="do not echo Sec-WebSocket-Protocol (like Go gorilla servers)")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve wss:// with this certificate")
     args = ap.parse_args()
 
     async def handler(ws):
@@ -227,6 +228,11 @@ async def main():
     kwargs = {"compression": None, "max_size": 1 << 20}
     if not args.no_subprotocol:
         kwargs["subprotocols"] = ["speech_to_text"]
+    if args.tls:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls[0], args.tls[1])
+        kwargs["ssl"] = ctx
     async with serve(handler, args.host, args.port, **kwargs) as server:
         port = server.sockets[0].getsockname()[1]
         print("PORT %d" % port, flush=True)
