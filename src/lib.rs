@@ -1,4 +1,5 @@
 //! voxpbx: a PBX built around a real-time audio pipeline. See ARCHITECTURE.md (shared/design).
+pub mod aeap;
 pub mod apps;
 pub mod bridge;
 pub mod channel;
