@@ -8,5 +8,6 @@ pub mod core;
 pub mod dialplan;
 pub mod events;
 pub mod media;
+pub mod models;
 pub mod runtime;
 pub mod speech;
