@@ -287,11 +287,12 @@ pub fn strptime(s: &str, zone: Zone, format: &str) -> Option<i64> {
         p.second().unwrap_or(0) as i64,
     );
     let first = NaiveDate::from_ymd_opt(year, month, 1)?;
-    let naive: NaiveDateTime = first.and_hms_opt(0, 0, 0)?
-        + Duration::days(day - 1)
-        + Duration::hours(hour as i64)
-        + Duration::minutes(minute)
-        + Duration::seconds(second);
+    let naive: NaiveDateTime = first
+        .and_hms_opt(0, 0, 0)?
+        .checked_add_signed(Duration::days(day - 1))?
+        .checked_add_signed(Duration::hours(hour as i64))?
+        .checked_add_signed(Duration::minutes(minute))?
+        .checked_add_signed(Duration::seconds(second))?;
     let local = |n: &NaiveDateTime| -> Option<i64> {
         match zone {
             Zone::Named(tz) => wall_to_epoch(&tz, n),
