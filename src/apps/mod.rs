@@ -3,6 +3,7 @@ pub mod agi;
 pub mod basic;
 pub mod dial;
 pub mod flow;
+pub mod misc;
 pub mod playback;
 pub mod speech;
 
@@ -16,6 +17,7 @@ pub fn register_all(core: &Core) {
     crate::dialplan::pbx::register_apps(core, playback::apps());
     crate::dialplan::pbx::register_apps(core, speech::apps());
     crate::dialplan::pbx::register_apps(core, agi::apps());
+    crate::dialplan::pbx::register_apps(core, misc::apps());
     crate::dialplan::pbx::register_funcs(core, speech::funcs());
 }
 
