@@ -126,6 +126,7 @@ pub async fn boot(p: Prepared) -> anyhow::Result<Arc<Core>> {
     crate::apps::register_all(&core);
     crate::dialplan::functions::register_all(&core);
     crate::console::register_builtin(&core);
+    crate::bridge::mixing::register(&core);
     let pidfile = core.dirs.run.join("voxpbx.pid");
     let _ = std::fs::write(&pidfile, format!("{}\n", std::process::id()));
     let c2 = core.clone();
