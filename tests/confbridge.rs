@@ -42,7 +42,10 @@ startmuted=yes
 "#;
 
 fn start() -> TestPbx {
-    TestPbx::start(&[("extensions.conf", DIALPLAN), ("confbridge.conf", CONFBRIDGE)])
+    TestPbx::start(&[
+        ("extensions.conf", DIALPLAN),
+        ("confbridge.conf", CONFBRIDGE),
+    ])
 }
 
 /// Participant rows of `confbridge list <conf>`.
@@ -54,7 +57,12 @@ fn members(pbx: &TestPbx, conf: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_members(pbx: &TestPbx, conf: &str, secs: u64, want: impl Fn(&[String]) -> bool) -> Vec<String> {
+fn wait_members(
+    pbx: &TestPbx,
+    conf: &str,
+    secs: u64,
+    want: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         let m = members(pbx, conf);
@@ -67,7 +75,8 @@ fn wait_members(pbx: &TestPbx, conf: &str, secs: u64, want: impl Fn(&[String]) -
 
 /// Samples of a recording, and the RMS of each 100 ms window.
 fn windows(path: &Path, pbx: &TestPbx) -> (Vec<i16>, Vec<f64>) {
-    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("no recording {}: {e}\n{}", path.display(), pbx.log()));
+    let mut r = hound::WavReader::open(path)
+        .unwrap_or_else(|e| panic!("no recording {}: {e}\n{}", path.display(), pbx.log()));
     let rate = r.spec().sample_rate as usize;
     let samples: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
     let rms = samples
@@ -81,27 +90,54 @@ fn windows(path: &Path, pbx: &TestPbx) -> (Vec<i16>, Vec<f64>) {
 fn three_parties_hear_the_prompt() {
     let pbx = start();
     let (b, c) = (pbx.path("b.wav"), pbx.path("c.wav"));
-    pbx.rx(&format!("channel originate Local/902@default application Record {},0,6,q", b.display()));
-    pbx.rx(&format!("channel originate Local/903@default application Record {},0,6,q", c.display()));
+    pbx.rx(&format!(
+        "channel originate Local/902@default application Record {},0,6,q",
+        b.display()
+    ));
+    pbx.rx(&format!(
+        "channel originate Local/903@default application Record {},0,6,q",
+        c.display()
+    ));
     pbx.rx("channel originate Local/901@default extension 801@default");
     let m = wait_members(&pbx, "c1", 10, |m| m.len() == 3);
     assert_eq!(m.len(), 3, "{m:?}\n{}", pbx.log());
     for n in ["901", "902", "903"] {
-        assert!(m.iter().any(|l| l.starts_with(&format!("Local/{n}@default-"))), "{m:?}");
+        assert!(
+            m.iter()
+                .any(|l| l.starts_with(&format!("Local/{n}@default-"))),
+            "{m:?}"
+        );
     }
     let list = pbx.rx("confbridge list");
-    let row: Vec<&str> = list.lines().find(|l| l.starts_with("c1 ")).unwrap_or("").split_whitespace().collect();
+    let row: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with("c1 "))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     assert_eq!(row, vec!["c1", "3", "0", "No", "No"], "{list}");
     assert!(pbx.wait_no_channels(20), "{}", pbx.log());
     std::thread::sleep(Duration::from_millis(200));
     for rec in [&b, &c] {
         let (samples, rms) = windows(rec, &pbx);
         let secs = samples.len() as f64 / 8000.0;
-        assert!((4.0..7.0).contains(&secs), "{}: recorded {secs} s", rec.display());
+        assert!(
+            (4.0..7.0).contains(&secs),
+            "{}: recorded {secs} s",
+            rec.display()
+        );
         let loud = rms.iter().filter(|r| **r > 500.0).count();
         // hello-world is 1.4 s of speech.
-        assert!(loud >= 5, "{}: only {loud} loud 100 ms windows: {rms:?}", rec.display());
-        assert!(rms.iter().filter(|r| **r < 1.0).count() >= 10, "{}: no silence around the prompt", rec.display());
+        assert!(
+            loud >= 5,
+            "{}: only {loud} loud 100 ms windows: {rms:?}",
+            rec.display()
+        );
+        assert!(
+            rms.iter().filter(|r| **r < 1.0).count() >= 10,
+            "{}: no silence around the prompt",
+            rec.display()
+        );
     }
     let after = pbx.rx("confbridge list");
     assert!(!after.contains("c1 "), "conference not destroyed: {after}");
@@ -117,7 +153,10 @@ fn muted_party_is_not_heard_until_unmuted_then_kicked() {
     assert_eq!(m[0].get(31..37).map(str::trim), Some("m"), "{m:?}");
 
     let r1 = pbx.path("r1.wav");
-    pbx.rx(&format!("channel originate Local/911@default application Record {},0,2,q", r1.display()));
+    pbx.rx(&format!(
+        "channel originate Local/911@default application Record {},0,2,q",
+        r1.display()
+    ));
     assert_eq!(wait_members(&pbx, "c2", 10, |m| m.len() == 2).len(), 2);
     assert_eq!(wait_members(&pbx, "c2", 10, |m| m.len() == 1).len(), 1);
     std::thread::sleep(Duration::from_millis(200));
@@ -133,11 +172,17 @@ fn muted_party_is_not_heard_until_unmuted_then_kicked() {
         pbx.rx("confbridge unmute c2 Local/999"),
         "No channel named 'Local/999' found in conference bridge 'c2'!\n"
     );
-    assert_eq!(pbx.rx("confbridge mute nope all"), "No conference bridge named 'nope' found!\n");
+    assert_eq!(
+        pbx.rx("confbridge mute nope all"),
+        "No conference bridge named 'nope' found!\n"
+    );
     let m = members(&pbx, "c2");
     assert_eq!(m[0].get(31..37).map(str::trim), Some(""), "{m:?}");
     let r2 = pbx.path("r2.wav");
-    pbx.rx(&format!("channel originate Local/911@default application Record {},0,2,q", r2.display()));
+    pbx.rx(&format!(
+        "channel originate Local/911@default application Record {},0,2,q",
+        r2.display()
+    ));
     assert_eq!(wait_members(&pbx, "c2", 10, |m| m.len() == 2).len(), 2);
     assert_eq!(wait_members(&pbx, "c2", 10, |m| m.len() == 1).len(), 1);
     std::thread::sleep(Duration::from_millis(200));
@@ -145,19 +190,40 @@ fn muted_party_is_not_heard_until_unmuted_then_kicked() {
     let loud = rms.iter().filter(|r| **r > 1000.0).count();
     assert!(loud >= 10, "unmuted tone not heard: {rms:?}");
 
-    assert_eq!(pbx.rx("confbridge kick c2 all"), "Kicked 'all' out of conference 'c2'\n");
-    assert_eq!(wait_file(&pbx.path("m_result.txt"), 10).unwrap_or_default().trim(), "KICKED");
+    assert_eq!(
+        pbx.rx("confbridge kick c2 all"),
+        "Kicked 'all' out of conference 'c2'\n"
+    );
+    assert_eq!(
+        wait_file(&pbx.path("m_result.txt"), 10)
+            .unwrap_or_default()
+            .trim(),
+        "KICKED"
+    );
     assert!(pbx.wait_no_channels(10), "{}", pbx.log());
-    assert_eq!(pbx.rx("confbridge list c2"), "No conference bridge named 'c2' found!\n");
+    assert_eq!(
+        pbx.rx("confbridge list c2"),
+        "No conference bridge named 'c2' found!\n"
+    );
 }
 
 #[test]
 fn star_toggles_mute() {
     let pbx = start();
     pbx.rx("channel originate Local/920@default extension 820@default");
-    let m = wait_members(&pbx, "c3", 10, |m| m.len() == 1 && m[0].get(31..37).map(str::trim) == Some("m"));
+    let m = wait_members(&pbx, "c3", 10, |m| {
+        m.len() == 1 && m[0].get(31..37).map(str::trim) == Some("m")
+    });
     assert_eq!(m.len(), 1, "{}", pbx.log());
-    assert_eq!(m[0].get(31..37).map(str::trim), Some("m"), "DTMF * did not mute: {m:?}\n{}", pbx.log());
-    assert_eq!(pbx.rx("confbridge kick c3 participants"), "Kicked 'participants' out of conference 'c3'\n");
+    assert_eq!(
+        m[0].get(31..37).map(str::trim),
+        Some("m"),
+        "DTMF * did not mute: {m:?}\n{}",
+        pbx.log()
+    );
+    assert_eq!(
+        pbx.rx("confbridge kick c3 participants"),
+        "Kicked 'participants' out of conference 'c3'\n"
+    );
     assert!(pbx.wait_no_channels(10), "{}", pbx.log());
 }
