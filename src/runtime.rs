@@ -131,6 +131,7 @@ pub async fn boot(p: Prepared) -> anyhow::Result<Arc<Core>> {
     if let Err(e) = crate::interfaces::ami::server::start(core.clone()).await {
         tracing::error!("AMI: {e}");
     }
+    crate::bridge::mixing::register(&core);
     let pidfile = core.dirs.run.join("voxpbx.pid");
     let _ = std::fs::write(&pidfile, format!("{}\n", std::process::id()));
     let c2 = core.clone();
