@@ -143,6 +143,12 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Cmd::Models { args } => ExitCode::from(voxpbx::models::run_cli(&args).clamp(0, 255) as u8),
+        Cmd::AeapServe {
+            config,
+            listen,
+            engine,
+        } => aeap_serve(config, listen, engine),
         Cmd::Rx {
             config,
             wait,
@@ -187,4 +193,50 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn aeap_serve(config: Option<PathBuf>, listen: String, engine: Option<String>) -> ExitCode {
+    init_logging("info", None);
+    let dir = config.unwrap_or_else(voxpbx::runtime::default_conf_dir);
+    let (dirs, _) = match voxpbx::runtime::read_main_conf(&dir) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("voxpbx: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let registry = std::sync::Arc::new(voxpbx::speech::EngineRegistry::default());
+    if let Err(e) = voxpbx::speech::setup::register_local_engines(&dirs, &registry) {
+        eprintln!("voxpbx: {e}");
+        return ExitCode::from(1);
+    }
+    if registry.list().is_empty() {
+        eprintln!(
+            "voxpbx: no speech engine configured in {}/speech.conf",
+            dirs.conf.display()
+        );
+        return ExitCode::from(1);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("voxpbx: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("voxpbx: cannot listen on {listen}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        eprintln!("voxpbx aeap-serve: speech_to_text on ws://{listen}");
+        voxpbx::aeap::serve(listener, registry, engine, Default::default()).await;
+        ExitCode::SUCCESS
+    })
 }

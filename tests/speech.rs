@@ -13,22 +13,42 @@ fn model() -> Option<PathBuf> {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Speak `text` into an 8 kHz 16-bit WAV, with `lead_ms` of silence before it.
 fn speak(dir: &Path, name: &str, text: &str, lead_ms: u32) -> PathBuf {
     let raw = dir.join(format!("{name}-raw.wav"));
     let out = dir.join(format!("{name}.wav"));
-    assert!(Command::new("espeak-ng").args(["-v", "en-us", "-s", "150", "-w"]).arg(&raw).arg(text).status().unwrap().success());
+    assert!(Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success());
     let pad = format!("{}", lead_ms as f64 / 1000.0);
-    assert!(Command::new("sox").arg(&raw).args(["-r", "8000", "-c", "1", "-b", "16"]).arg(&out).args(["pad", &pad, "1.5"]).status().unwrap().success());
+    assert!(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&out)
+        .args(["pad", &pad, "1.5"])
+        .status()
+        .unwrap()
+        .success());
     out
 }
 
 fn setup() -> Option<PathBuf> {
     if !(have("espeak-ng") && have("sox")) {
-        eprintln!("NOTE: espeak-ng or sox missing; speech tests skipped (scripts/setup.sh installs them)");
+        eprintln!(
+            "NOTE: espeak-ng or sox missing; speech tests skipped (scripts/setup.sh installs them)"
+        );
         return None;
     }
     let m = model();
@@ -39,7 +59,10 @@ fn setup() -> Option<PathBuf> {
 }
 
 fn speech_conf(model: &Path) -> String {
-    format!("[whisper]\ntype = whisper\nmodel = {}\nendpoint_ms = 500\nno_input_ms = 8000\n", model.display())
+    format!(
+        "[whisper]\ntype = whisper\nmodel = {}\nendpoint_ms = 500\nno_input_ms = 8000\n",
+        model.display()
+    )
 }
 
 #[test]
@@ -69,12 +92,21 @@ exten => caller,1,Wait(1)
 "#,
         g = grammars.display()
     );
-    let pbx = TestPbx::start(&[("extensions.conf", &dialplan), ("speech.conf", &speech_conf(&model))]);
+    let pbx = TestPbx::start(&[
+        ("extensions.conf", &dialplan),
+        ("speech.conf", &speech_conf(&model)),
+    ]);
     speak(pbx.dir.path(), "clip", "please connect me to sales", 200);
     pbx.rx("channel originate Local/100@default extension caller@default");
     let created = wait_file(&pbx.path("create.txt"), 20).unwrap_or_else(|| panic!("{}", pbx.log()));
-    assert_eq!(created.trim(), "create", "SpeechCreate failed: {}", pbx.log());
-    let raw = wait_file(&pbx.path("raw.txt"), 40).unwrap_or_else(|| panic!("no result: {}", pbx.log()));
+    assert_eq!(
+        created.trim(),
+        "create",
+        "SpeechCreate failed: {}",
+        pbx.log()
+    );
+    let raw =
+        wait_file(&pbx.path("raw.txt"), 40).unwrap_or_else(|| panic!("no result: {}", pbx.log()));
     let parts: Vec<&str> = raw.trim().split('|').collect();
     let text = parts[0].to_lowercase();
     assert!(text.contains("sales"), "recognised '{text}'");
@@ -82,7 +114,8 @@ exten => caller,1,Wait(1)
     assert!((1..=1000).contains(&score), "score {score}");
     assert_eq!(parts[2], "1", "one result");
     assert_eq!(parts[3], "1", "SPEECH(spoke)");
-    let g = wait_file(&pbx.path("grammar.txt"), 40).unwrap_or_else(|| panic!("no grammar result: {}", pbx.log()));
+    let g = wait_file(&pbx.path("grammar.txt"), 40)
+        .unwrap_or_else(|| panic!("no grammar result: {}", pbx.log()));
     assert_eq!(g.trim(), "sales|departments", "{}", pbx.log());
 }
 
@@ -103,15 +136,25 @@ exten => caller,1,Wait(2)
  same => n,Playback({DIR}/clip)
  same => n,Wait(20)
 "#;
-    let pbx = TestPbx::start(&[("extensions.conf", dialplan), ("speech.conf", &speech_conf(&model))]);
+    let pbx = TestPbx::start(&[
+        ("extensions.conf", dialplan),
+        ("speech.conf", &speech_conf(&model)),
+    ]);
     speak(pbx.dir.path(), "clip", "I want billing", 0);
     pbx.rx("channel originate Local/100@default extension caller@default");
     let got = wait_file(&pbx.path("barge.txt"), 40).unwrap_or_else(|| panic!("{}", pbx.log()));
     let parts: Vec<&str> = got.trim().split('|').collect();
     let secs: i64 = parts[0].parse().unwrap();
-    assert!(secs < 15, "SpeechBackground took {secs} s: the prompt was not stopped");
+    assert!(
+        secs < 15,
+        "SpeechBackground took {secs} s: the prompt was not stopped"
+    );
     assert_eq!(parts[1], "1");
-    assert!(parts[2].to_lowercase().contains("billing"), "recognised '{}'", parts[2]);
+    assert!(
+        parts[2].to_lowercase().contains("billing"),
+        "recognised '{}'",
+        parts[2]
+    );
 }
 
 #[test]
@@ -127,7 +170,10 @@ exten => 100,1,Answer()
  same => n,System(echo "${E1}|${SPEECH_TEXT(0)}|${SPEECH_SCORE(0)}|${SPEECH_GRAMMAR(0)}" > {DIR}/dtmf.txt)
  same => n,Hangup()
 "#;
-    let pbx = TestPbx::start(&[("extensions.conf", dialplan), ("speech.conf", &speech_conf(&model))]);
+    let pbx = TestPbx::start(&[
+        ("extensions.conf", dialplan),
+        ("speech.conf", &speech_conf(&model)),
+    ]);
     pbx.rx("channel originate Local/100@default application SendDTMF 42#");
     let got = wait_file(&pbx.path("dtmf.txt"), 30).unwrap_or_else(|| panic!("{}", pbx.log()));
     assert_eq!(got.trim(), "1|42|1000|dtmf");

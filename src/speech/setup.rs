@@ -31,13 +31,21 @@ pub async fn load(core: &Arc<Core>) -> anyhow::Result<()> {
         match tokio::net::TcpListener::bind(server.listen).await {
             Ok(l) => {
                 let reg = core.speech.clone();
-                tokio::spawn(crate::aeap::serve(l, reg, server.engine.clone(), server.limits.clone()));
+                tokio::spawn(crate::aeap::serve(
+                    l,
+                    reg,
+                    server.engine.clone(),
+                    server.limits.clone(),
+                ));
                 tracing::info!("AEAP server listening on {}", server.listen);
             }
             Err(e) => tracing::error!("[aeap-server] cannot listen on {}: {}", server.listen, e),
         }
     }
-    core.ext.insert(Arc::new(parking_lot::Mutex::new(AeapState { config: cfg, engines })));
+    core.ext.insert(Arc::new(parking_lot::Mutex::new(AeapState {
+        config: cfg,
+        engines,
+    })));
     register_cli(core);
     Ok(())
 }
@@ -51,7 +59,11 @@ fn register_cli(core: &Arc<Core>) {
                 let list = c.speech.list();
                 let mut out = String::new();
                 for (i, e) in list.iter().enumerate() {
-                    out.push_str(&format!("{}{}\n", e.describe(), if i == 0 { " (default)" } else { "" }));
+                    out.push_str(&format!(
+                        "{}{}\n",
+                        e.describe(),
+                        if i == 0 { " (default)" } else { "" }
+                    ));
                 }
                 out.push_str(&format!("{} speech engine(s) registered\n", list.len()));
                 out
@@ -78,12 +90,21 @@ fn register_cli(core: &Arc<Core>) {
         "aeap show client <id>",
         Arc::new(|c: Arc<Core>, a: Vec<String>| {
             Box::pin(async move {
-                let Some(id) = a.first() else { return "Usage: aeap show client <id>\n".to_string() };
-                let Some(s) = c.ext.get::<parking_lot::Mutex<AeapState>>() else { return "No AEAP configuration found\n".into() };
+                let Some(id) = a.first() else {
+                    return "Usage: aeap show client <id>\n".to_string();
+                };
+                let Some(s) = c.ext.get::<parking_lot::Mutex<AeapState>>() else {
+                    return "No AEAP configuration found\n".into();
+                };
                 let g = s.lock();
                 match g.engines.iter().find(|e| e.name().eq_ignore_ascii_case(id)) {
                     Some(e) => e.show(),
-                    None => match g.config.clients.iter().find(|c| c.name.eq_ignore_ascii_case(id)) {
+                    None => match g
+                        .config
+                        .clients
+                        .iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(id))
+                    {
                         Some(cfg) => cfg.show(),
                         None => format!("No AEAP configuration found for '{}'\n", id),
                     },
@@ -95,7 +116,9 @@ fn register_cli(core: &Arc<Core>) {
 
 /// Register the engines of `speech.conf` (used by the daemon and by `voxpbx aeap-serve`).
 pub fn register_local_engines(dirs: &Dirs, registry: &EngineRegistry) -> anyhow::Result<()> {
-    let Some(conf) = crate::core::load_conf(dirs, "speech.conf")? else { return Ok(()) };
+    let Some(conf) = crate::core::load_conf(dirs, "speech.conf")? else {
+        return Ok(());
+    };
     for sec in conf.real_sections() {
         let ty = sec.get("type").unwrap_or("").trim().to_ascii_lowercase();
         match ty.as_str() {
@@ -110,7 +133,12 @@ pub fn register_local_engines(dirs: &Dirs, registry: &EngineRegistry) -> anyhow:
             // AEAP engines are defined in aeap.conf, as in Asterisk.
             "aeap" => {}
             other => {
-                anyhow::bail!("{}:{}: unknown speech engine type '{}' (expected whisper or aeap)", sec.file.display(), sec.line, other)
+                anyhow::bail!(
+                    "{}:{}: unknown speech engine type '{}' (expected whisper or aeap)",
+                    sec.file.display(),
+                    sec.line,
+                    other
+                )
             }
         }
     }

@@ -7,8 +7,8 @@
 //! - [`reader`]: a bounded, garbage-tolerant line reader for script/FastAGI input.
 pub mod asyncq;
 pub mod codec;
-pub mod db;
 pub mod commands;
+pub mod db;
 pub mod reader;
 
 pub use codec::{

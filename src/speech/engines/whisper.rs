@@ -43,7 +43,8 @@
 use crate::config::Section;
 use crate::media::{Format, Frame};
 use crate::speech::engine::{
-    Engine, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared, SpeechState, SpeechTiming,
+    Engine, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared, SpeechState,
+    SpeechTiming,
 };
 use crate::speech::grammar::{self, Grammar};
 use crate::speech::vad::{EndReason, EndpointConfig, Vad, VadEvent};
@@ -56,7 +57,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
 
 /// Model used when speech.conf names none (relative to the working directory or the conf).
 pub const DEFAULT_MODEL: &str = "models/ggml-tiny.en.bin";
@@ -94,7 +97,9 @@ impl AudioCtx {
             "full" | "0" => Ok(AudioCtx::Full),
             v => match v.parse::<i32>() {
                 Ok(n) if (32..=1500).contains(&n) => Ok(AudioCtx::Fixed(n)),
-                _ => Err(format!("audio_ctx must be auto, full or 32..1500, not '{s}'")),
+                _ => Err(format!(
+                    "audio_ctx must be auto, full or 32..1500, not '{s}'"
+                )),
             },
         }
     }
@@ -204,7 +209,11 @@ const NUMERIC_KEYS: &[&str] = &[
     "queue_size",
 ];
 
-fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(v: &str, min: T, max: T) -> Result<T, String> {
+fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    v: &str,
+    min: T,
+    max: T,
+) -> Result<T, String> {
     match v.trim().parse::<T>() {
         Ok(n) if n >= min && n <= max => Ok(n),
         _ => Err(format!("expected a number from {min} to {max}, got '{v}'")),
@@ -264,7 +273,9 @@ impl WhisperSettings {
             "vad" => match v.to_ascii_lowercase().as_str() {
                 "webrtc" => {}
                 "silero" => {
-                    return Err("vad = silero is not built into this voxpbx; use vad = webrtc".into());
+                    return Err(
+                        "vad = silero is not built into this voxpbx; use vad = webrtc".into(),
+                    );
                 }
                 _ => return Err(format!("unknown vad '{v}' (webrtc)")),
             },
@@ -275,7 +286,11 @@ impl WhisperSettings {
             "grammar_threshold" => self.grammar_threshold = parse_num(v, 0, 1000)?,
             "grammar_prompt" => self.grammar_prompt = parse_bool(v)?,
             "prompt" => {
-                self.prompt = if v.is_empty() { None } else { Some(v.replace('\0', " ")) };
+                self.prompt = if v.is_empty() {
+                    None
+                } else {
+                    Some(v.replace('\0', " "))
+                };
             }
             "nbest" => self.nbest = parse_num(v, 1, 20)?,
             other => return Err(format!("unknown setting '{other}'")),
@@ -310,7 +325,14 @@ impl WhisperSettings {
 
     /// Endpointing as the session runs it (`speculative = no` disables the pause event).
     fn endpoint_config(&self) -> EndpointConfig {
-        EndpointConfig { speculative_ms: if self.speculative { self.endpoint.speculative_ms } else { 0 }, ..self.endpoint }
+        EndpointConfig {
+            speculative_ms: if self.speculative {
+                self.endpoint.speculative_ms
+            } else {
+                0
+            },
+            ..self.endpoint
+        }
     }
 
     /// Read a speech.conf section (only `get` / `get_parse` are used).
@@ -318,7 +340,10 @@ impl WhisperSettings {
         let mut s = WhisperSettings::default();
         if let Some(t) = section.get("type") {
             if !t.trim().eq_ignore_ascii_case("whisper") {
-                return Err(format!("[{}] type = {t}: not a whisper engine", section.name));
+                return Err(format!(
+                    "[{}] type = {t}: not a whisper engine",
+                    section.name
+                ));
             }
         }
         for key in ENGINE_KEYS.iter().chain(SESSION_KEYS) {
@@ -327,7 +352,8 @@ impl WhisperSettings {
                 // For the file:line of a non-numeric value.
                 section.get_parse::<i64>(key).map_err(|e| e.to_string())?;
             }
-            s.set(key, v).map_err(|e| format!("speech.conf [{}] {key} = {v}: {e}", section.name))?;
+            s.set(key, v)
+                .map_err(|e| format!("speech.conf [{}] {key} = {v}: {e}", section.name))?;
         }
         s.model = resolve_model_path(&s.model, section);
         Ok(s)
@@ -386,9 +412,10 @@ fn decode_frame(format: Format, data: &[u8], out: &mut Vec<i16>) -> bool {
     match format {
         Format::Ulaw => out.extend(data.iter().map(|&b| ulaw_to_linear(b))),
         Format::Alaw => out.extend(data.iter().map(|&b| alaw_to_linear(b))),
-        Format::Slin8 | Format::Slin16 => {
-            out.extend(data.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])))
-        }
+        Format::Slin8 | Format::Slin16 => out.extend(
+            data.chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]])),
+        ),
         _ => return false,
     }
     true
@@ -405,10 +432,17 @@ struct Upsampler {
 
 impl Upsampler {
     fn new(from: usize, to: usize) -> Result<Upsampler, String> {
-        let r = FftFixedInOut::<f32>::new(from, to, 1024, 1).map_err(|e| format!("resampler: {e}"))?;
+        let r =
+            FftFixedInOut::<f32>::new(from, to, 1024, 1).map_err(|e| format!("resampler: {e}"))?;
         let inb = vec![vec![0.0; r.input_frames_max()]];
         let outb = vec![vec![0.0; r.output_frames_max()]];
-        Ok(Upsampler { from, to, r, inb, outb })
+        Ok(Upsampler {
+            from,
+            to,
+            r,
+            inb,
+            outb,
+        })
     }
 
     /// Resample `input` into `out` (cleared), compensating the filter delay.
@@ -424,8 +458,10 @@ impl Upsampler {
             self.inb[0][..n].copy_from_slice(&input[pos..pos + n]);
             self.inb[0][n..chunk].fill(0.0);
             pos += n;
-            let (_, produced) =
-                self.r.process_into_buffer(&self.inb, &mut self.outb, None).map_err(|e| format!("resampler: {e}"))?;
+            let (_, produced) = self
+                .r
+                .process_into_buffer(&self.inb, &mut self.outb, None)
+                .map_err(|e| format!("resampler: {e}"))?;
             out.extend_from_slice(&self.outb[0][..produced]);
         }
         out.drain(..delay);
@@ -491,7 +527,12 @@ fn map_results(t: &Transcript, m: &Mapping) -> Vec<SpeechResult> {
                 .collect();
         }
     }
-    vec![SpeechResult { text: t.text.clone(), score: t.score, grammar: None, nbest: 0 }]
+    vec![SpeechResult {
+        text: t.text.clone(),
+        score: t.score,
+        grammar: None,
+        nbest: 0,
+    }]
 }
 
 enum Reply {
@@ -526,40 +567,58 @@ struct Worker {
 impl Worker {
     fn base_params(&mut self, language: &str, beam: u32) -> &FullParams<'static, 'static> {
         let abort = self.abort.clone();
-        self.params.entry((language.to_string(), beam)).or_insert_with(|| {
-            let strategy = if beam > 1 {
-                SamplingStrategy::BeamSearch { beam_size: beam as i32, patience: -1.0 }
-            } else {
-                SamplingStrategy::Greedy { best_of: 1 }
-            };
-            let mut p = FullParams::new(strategy);
-            // whisper.cpp's own static language names: no allocation kept alive by us (the
-            // language was validated, and canonicalised to a short code, when it was set).
-            let lang: &'static str = if language == "auto" {
-                "auto"
-            } else {
-                whisper_rs::get_lang_id(language).and_then(whisper_rs::get_lang_str).unwrap_or("en")
-            };
-            p.set_language(Some(lang));
-            p.set_translate(false);
-            p.set_no_context(true);
-            p.set_no_timestamps(true);
-            p.set_single_segment(true);
-            p.set_print_special(false);
-            p.set_print_progress(false);
-            p.set_print_realtime(false);
-            p.set_print_timestamps(false);
-            p.set_suppress_blank(true);
-            p.set_suppress_nst(true);
-            p.set_temperature(0.0);
-            // No temperature fallback re-decodes: they multiply latency on short commands.
-            p.set_temperature_inc(0.0);
-            p.set_abort_callback_safe(move || abort.load().as_ref().is_some_and(|f| f.load(Ordering::Relaxed)));
-            p
-        })
+        self.params
+            .entry((language.to_string(), beam))
+            .or_insert_with(|| {
+                let strategy = if beam > 1 {
+                    SamplingStrategy::BeamSearch {
+                        beam_size: beam as i32,
+                        patience: -1.0,
+                    }
+                } else {
+                    SamplingStrategy::Greedy { best_of: 1 }
+                };
+                let mut p = FullParams::new(strategy);
+                // whisper.cpp's own static language names: no allocation kept alive by us (the
+                // language was validated, and canonicalised to a short code, when it was set).
+                let lang: &'static str = if language == "auto" {
+                    "auto"
+                } else {
+                    whisper_rs::get_lang_id(language)
+                        .and_then(whisper_rs::get_lang_str)
+                        .unwrap_or("en")
+                };
+                p.set_language(Some(lang));
+                p.set_translate(false);
+                p.set_no_context(true);
+                p.set_no_timestamps(true);
+                p.set_single_segment(true);
+                p.set_print_special(false);
+                p.set_print_progress(false);
+                p.set_print_realtime(false);
+                p.set_print_timestamps(false);
+                p.set_suppress_blank(true);
+                p.set_suppress_nst(true);
+                p.set_temperature(0.0);
+                // No temperature fallback re-decodes: they multiply latency on short commands.
+                p.set_temperature_inc(0.0);
+                p.set_abort_callback_safe(move || {
+                    abort
+                        .load()
+                        .as_ref()
+                        .is_some_and(|f| f.load(Ordering::Relaxed))
+                });
+                p
+            })
     }
 
-    fn decode(&mut self, pcm: &[f32], audio_ctx: i32, opts: &JobOptions, cancel: &Arc<AtomicBool>) -> Result<Transcript, String> {
+    fn decode(
+        &mut self,
+        pcm: &[f32],
+        audio_ctx: i32,
+        opts: &JobOptions,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Transcript, String> {
         let base = self.base_params(&opts.language, opts.beam_size).clone();
         let mut p: FullParams<'static, '_> = base;
         p.set_n_threads(opts.threads as i32);
@@ -577,7 +636,9 @@ impl Worker {
         let mut text = String::new();
         let (mut psum, mut pn) = (0.0f64, 0u32);
         for i in 0..self.state.full_n_segments() {
-            let Some(seg) = self.state.get_segment(i) else { continue };
+            let Some(seg) = self.state.get_segment(i) else {
+                continue;
+            };
             if let Ok(s) = seg.to_str_lossy() {
                 text.push_str(&s);
             }
@@ -595,8 +656,19 @@ impl Worker {
             // Only annotations such as [BLANK_AUDIO] or punctuation.
             text.clear();
         }
-        let score = if pn == 0 || text.is_empty() { 0 } else { ((psum / f64::from(pn)) * 1000.0).round() as i32 };
-        Ok(Transcript { text, score: score.clamp(0, 1000), audio_secs: 0.0, inference_secs: 0.0, audio_ctx, fallback: false })
+        let score = if pn == 0 || text.is_empty() {
+            0
+        } else {
+            ((psum / f64::from(pn)) * 1000.0).round() as i32
+        };
+        Ok(Transcript {
+            text,
+            score: score.clamp(0, 1000),
+            audio_secs: 0.0,
+            inference_secs: 0.0,
+            audio_ctx,
+            fallback: false,
+        })
     }
 
     fn run(&mut self, job: &Job) -> Result<Transcript, String> {
@@ -692,7 +764,8 @@ impl SessionLink {
                 }
                 *self.last_transcript.lock() = t.text;
                 // push_results prepends one by one: reversed, the cache reads best first.
-                self.shared.push_results(results.into_iter().rev().collect());
+                self.shared
+                    .push_results(results.into_iter().rev().collect());
             }
             Err(e) => self.shared.fail(e),
         }
@@ -814,9 +887,10 @@ impl Core {
                 "whisper engine '{}': all {} workers busy and {} utterances queued",
                 self.name, self.settings.pool_size, self.settings.queue_size
             ))),
-            Err(mpsc::TrySendError::Disconnected(_)) => {
-                Err(SpeechError::Engine(format!("whisper engine '{}': worker pool stopped", self.name)))
-            }
+            Err(mpsc::TrySendError::Disconnected(_)) => Err(SpeechError::Engine(format!(
+                "whisper engine '{}': worker pool stopped",
+                self.name
+            ))),
         }
     }
 
@@ -828,7 +902,8 @@ impl Core {
                 return Ok(g.clone());
             }
         }
-        let g = Arc::new(Grammar::load(name, path).map_err(|e| SpeechError::Engine(e.to_string()))?);
+        let g =
+            Arc::new(Grammar::load(name, path).map_err(|e| SpeechError::Engine(e.to_string()))?);
         let mut cache = self.grammar_cache.lock();
         if cache.len() > 256 {
             cache.clear();
@@ -845,7 +920,10 @@ impl Core {
         }
         // A token is at least one byte, so len + 8 is always enough room (whisper-rs mishandles
         // a too-small buffer).
-        let mut toks = self.ctx.tokenize(&format!(" {text}"), text.len() + 8).unwrap_or_default();
+        let mut toks = self
+            .ctx
+            .tokenize(&format!(" {text}"), text.len() + 8)
+            .unwrap_or_default();
         toks.truncate(PROMPT_MAX_TOKENS);
         Arc::new(toks)
     }
@@ -859,7 +937,10 @@ pub struct WhisperEngine {
 
 impl std::fmt::Debug for WhisperEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperEngine").field("name", &self.core.name).field("settings", &self.core.settings).finish()
+        f.debug_struct("WhisperEngine")
+            .field("name", &self.core.name)
+            .field("settings", &self.core.settings)
+            .finish()
     }
 }
 
@@ -878,15 +959,24 @@ fn install_hint(model: &Path) -> String {
 fn check_model_file(model: &Path) -> Result<(), String> {
     use std::io::Read;
     let hint = install_hint(model);
-    let meta = std::fs::metadata(model)
-        .map_err(|_| format!("whisper model {} not found: install it with `{hint}`", model.display()))?;
+    let meta = std::fs::metadata(model).map_err(|_| {
+        format!(
+            "whisper model {} not found: install it with `{hint}`",
+            model.display()
+        )
+    })?;
     let mut magic = [0u8; 4];
     let ok = meta.is_file()
         && meta.len() > 1 << 20
-        && std::fs::File::open(model).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && std::fs::File::open(model)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
         && u32::from_le_bytes(magic) == 0x6767_6d6c;
     if !ok {
-        return Err(format!("whisper model {} is not a ggml model (corrupt?): reinstall it with `{hint}`", model.display()));
+        return Err(format!(
+            "whisper model {} is not a ggml model (corrupt?): reinstall it with `{hint}`",
+            model.display()
+        ));
     }
     Ok(())
 }
@@ -924,7 +1014,9 @@ impl WhisperEngine {
         let rx = Arc::new(Mutex::new(rx));
         let running = Arc::new(AtomicUsize::new(0));
         for i in 0..settings.pool_size {
-            let state = ctx.create_state().map_err(|e| format!("whisper engine '{name}': cannot create state: {e}"))?;
+            let state = ctx
+                .create_state()
+                .map_err(|e| format!("whisper engine '{name}': cannot create state: {e}"))?;
             let w = Worker {
                 state,
                 eot,
@@ -972,7 +1064,12 @@ impl WhisperEngine {
     }
 
     /// [`transcribe_direct`](Self::transcribe_direct) with an explicit window policy and prompt.
-    pub fn transcribe_with(&self, pcm16k: &[f32], audio_ctx: AudioCtx, prompt: Option<&str>) -> Result<Transcript, SpeechError> {
+    pub fn transcribe_with(
+        &self,
+        pcm16k: &[f32],
+        audio_ctx: AudioCtx,
+        prompt: Option<&str>,
+    ) -> Result<Transcript, SpeechError> {
         if pcm16k.is_empty() {
             return Err(SpeechError::Engine("no audio".into()));
         }
@@ -991,19 +1088,32 @@ impl WhisperEngine {
             cancel: Arc::new(AtomicBool::new(false)),
             reply: Reply::Direct(tx),
         })?;
-        rx.recv().map_err(|_| SpeechError::Engine("whisper worker exited".into()))?
+        rx.recv()
+            .map_err(|_| SpeechError::Engine("whisper worker exited".into()))?
     }
 
     /// A session with its concrete type (tests, benchmarks); `create` boxes the same thing.
-    pub fn session(&self, format: Format, shared: Arc<SpeechShared>) -> Result<WhisperSession, SpeechError> {
+    pub fn session(
+        &self,
+        format: Format,
+        shared: Arc<SpeechShared>,
+    ) -> Result<WhisperSession, SpeechError> {
         if !self.formats().contains(&format) {
             return Err(SpeechError::NoFormat(self.core.name.clone()));
         }
         let settings = self.core.settings.clone();
         let rate = format.rate();
-        let vad = Vad::new(rate, settings.vad_aggressiveness, settings.endpoint_config())
-            .map_err(|e| SpeechError::Engine(e.to_string()))?;
-        let link = Arc::new(SessionLink { shared: shared.clone(), epoch: Mutex::new(0), last_transcript: Mutex::new(String::new()) });
+        let vad = Vad::new(
+            rate,
+            settings.vad_aggressiveness,
+            settings.endpoint_config(),
+        )
+        .map_err(|e| SpeechError::Engine(e.to_string()))?;
+        let link = Arc::new(SessionLink {
+            shared: shared.clone(),
+            epoch: Mutex::new(0),
+            last_transcript: Mutex::new(String::new()),
+        });
         let mut s = WhisperSession {
             core: self.core.clone(),
             format,
@@ -1055,8 +1165,14 @@ impl Engine for WhisperEngine {
         )
     }
 
-    fn create(&self, format: Format, shared: Arc<SpeechShared>) -> BoxFuture<'_, Result<Box<dyn EngineSession>, SpeechError>> {
-        let r = self.session(format, shared).map(|s| Box::new(s) as Box<dyn EngineSession>);
+    fn create(
+        &self,
+        format: Format,
+        shared: Arc<SpeechShared>,
+    ) -> BoxFuture<'_, Result<Box<dyn EngineSession>, SpeechError>> {
+        let r = self
+            .session(format, shared)
+            .map(|s| Box::new(s) as Box<dyn EngineSession>);
         Box::pin(async move { r })
     }
 }
@@ -1133,9 +1249,17 @@ impl WhisperSession {
         };
         self.prompt_tokens = self.core.prompt_tokens(&text);
         self.mapping = Arc::new(Mapping {
-            grammars: self.active_grammars.iter().filter_map(|n| self.grammars.get(n).cloned()).collect(),
+            grammars: self
+                .active_grammars
+                .iter()
+                .filter_map(|n| self.grammars.get(n).cloned())
+                .collect(),
             threshold: self.settings.grammar_threshold,
-            nbest: if self.results_type == ResultsType::Nbest { self.settings.nbest } else { 1 },
+            nbest: if self.results_type == ResultsType::Nbest {
+                self.settings.nbest
+            } else {
+                1
+            },
         });
     }
 
@@ -1151,7 +1275,10 @@ impl WhisperSession {
 
     /// Cancel in-flight work and move to a new epoch: nothing older can be delivered after this.
     fn cancel_all(&mut self) {
-        for s in [self.spec.take(), self.pending.take()].into_iter().flatten() {
+        for s in [self.spec.take(), self.pending.take()]
+            .into_iter()
+            .flatten()
+        {
             s.cancel();
         }
         let mut e = self.link.epoch.lock();
@@ -1165,7 +1292,9 @@ impl WhisperSession {
 
     /// Copy of the utterance `start_ms..end_ms` (+ pre-roll and tail) at the session rate.
     fn snapshot(&self, start_ms: u64, end_ms: u64) -> Vec<f32> {
-        let s = self.ms_to_sample(start_ms.saturating_sub(PREROLL_MS)).max(self.audio_start);
+        let s = self
+            .ms_to_sample(start_ms.saturating_sub(PREROLL_MS))
+            .max(self.audio_start);
         let e = self.ms_to_sample(end_ms + TAIL_MS).min(self.total);
         if e <= s {
             return Vec::new();
@@ -1180,7 +1309,11 @@ impl WhisperSession {
             epoch: self.epoch,
             cancel: cancel.clone(),
             mapping: self.mapping.clone(),
-            mode: Mutex::new(if speculative { SlotMode::Speculative } else { SlotMode::Final }),
+            mode: Mutex::new(if speculative {
+                SlotMode::Speculative
+            } else {
+                SlotMode::Final
+            }),
         });
         self.core.submit(Job {
             pcm,
@@ -1198,7 +1331,9 @@ impl WhisperSession {
 
     fn handle(&mut self, ev: VadEvent) {
         match ev {
-            VadEvent::Onset { speech_start_ms, .. } => {
+            VadEvent::Onset {
+                speech_start_ms, ..
+            } => {
                 self.shared.set_quiet(Instant::now());
                 // Drop the pre-roll before the utterance.
                 let keep_from = self.ms_to_sample(speech_start_ms.saturating_sub(PREROLL_MS));
@@ -1221,12 +1356,18 @@ impl WhisperSession {
                     s.cancel();
                 }
             }
-            VadEvent::Endpoint { speech_start_ms, speech_end_ms, reason } => {
+            VadEvent::Endpoint {
+                speech_start_ms,
+                speech_end_ms,
+                reason,
+            } => {
                 self.active = false;
                 let now = Instant::now();
                 let silence = self.vad.endpointer().now_ms().saturating_sub(speech_end_ms);
                 self.set_timing(|t| {
-                    t.speech_end = now.checked_sub(Duration::from_millis(silence)).or(Some(now));
+                    t.speech_end = now
+                        .checked_sub(Duration::from_millis(silence))
+                        .or(Some(now));
                     t.endpoint = Some(now);
                 });
                 self.shared.set_state(SpeechState::Wait);
@@ -1235,7 +1376,11 @@ impl WhisperSession {
                     self.pending = Some(spec);
                     return;
                 }
-                let end = if reason == EndReason::MaxLength { self.vad.endpointer().now_ms() } else { speech_end_ms };
+                let end = if reason == EndReason::MaxLength {
+                    self.vad.endpointer().now_ms()
+                } else {
+                    speech_end_ms
+                };
                 let pcm = self.snapshot(speech_start_ms, end);
                 match self.submit(pcm, false) {
                     Ok(slot) => self.pending = Some(slot),
@@ -1264,16 +1409,26 @@ impl WhisperSession {
     fn apply_setting(&mut self, name: &str, value: &str) -> Result<(), SpeechError> {
         let key = name.trim().to_ascii_lowercase();
         if ENGINE_KEYS.contains(&key.as_str()) {
-            return Err(SpeechError::Engine(format!("'{key}' can only be set in speech.conf")));
+            return Err(SpeechError::Engine(format!(
+                "'{key}' can only be set in speech.conf"
+            )));
         }
         if !SESSION_KEYS.contains(&key.as_str()) {
-            return Err(SpeechError::Engine(format!("unknown whisper setting '{name}'")));
+            return Err(SpeechError::Engine(format!(
+                "unknown whisper setting '{name}'"
+            )));
         }
         if key == "language" && value.trim() != "en" && !self.core.ctx.is_multilingual() {
-            return Err(SpeechError::Engine("the loaded whisper model is English-only".into()));
+            return Err(SpeechError::Engine(
+                "the loaded whisper model is English-only".into(),
+            ));
         }
-        self.settings.set(&key, value).map_err(|e| SpeechError::Engine(format!("{key}: {e}")))?;
-        self.vad.endpointer_mut().set_config(self.settings.endpoint_config());
+        self.settings
+            .set(&key, value)
+            .map_err(|e| SpeechError::Engine(format!("{key}: {e}")))?;
+        self.vad
+            .endpointer_mut()
+            .set_config(self.settings.endpoint_config());
         self.vad
             .set_aggressiveness(self.settings.vad_aggressiveness)
             .map_err(|e| SpeechError::Engine(e.to_string()))?;
@@ -1298,7 +1453,9 @@ impl EngineSession for WhisperSession {
 
     fn unload_grammar(&mut self, name: &str) -> Result<(), SpeechError> {
         if self.grammars.remove(name).is_none() {
-            return Err(SpeechError::Engine(format!("grammar '{name}' is not loaded")));
+            return Err(SpeechError::Engine(format!(
+                "grammar '{name}' is not loaded"
+            )));
         }
         self.active_grammars.retain(|n| n != name);
         self.rebuild();
@@ -1307,7 +1464,9 @@ impl EngineSession for WhisperSession {
 
     fn activate_grammar(&mut self, name: &str) -> Result<(), SpeechError> {
         if !self.grammars.contains_key(name) {
-            return Err(SpeechError::Engine(format!("grammar '{name}' is not loaded")));
+            return Err(SpeechError::Engine(format!(
+                "grammar '{name}' is not loaded"
+            )));
         }
         if !self.active_grammars.iter().any(|n| n == name) {
             self.active_grammars.push(name.to_string());
@@ -1318,7 +1477,9 @@ impl EngineSession for WhisperSession {
 
     fn deactivate_grammar(&mut self, name: &str) -> Result<(), SpeechError> {
         if !self.active_grammars.iter().any(|n| n == name) {
-            return Err(SpeechError::Engine(format!("grammar '{name}' is not active")));
+            return Err(SpeechError::Engine(format!(
+                "grammar '{name}' is not active"
+            )));
         }
         self.active_grammars.retain(|n| n != name);
         self.rebuild();
@@ -1352,7 +1513,8 @@ impl EngineSession for WhisperSession {
         if !decode_frame(frame.format, &frame.data, &mut self.pcm) {
             return;
         }
-        self.audio.extend(self.pcm.iter().map(|&s| f32::from(s) / 32768.0));
+        self.audio
+            .extend(self.pcm.iter().map(|&s| f32::from(s) / 32768.0));
         self.total += self.pcm.len() as u64;
         let mut events = std::mem::take(&mut self.events);
         events.clear();
@@ -1366,7 +1528,11 @@ impl EngineSession for WhisperSession {
         }
     }
 
-    fn change<'a>(&'a mut self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<(), SpeechError>> {
+    fn change<'a>(
+        &'a mut self,
+        name: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<(), SpeechError>> {
         let r = self.apply_setting(name, value);
         Box::pin(async move { r })
     }
@@ -1376,7 +1542,10 @@ impl EngineSession for WhisperSession {
         let r = match key.as_str() {
             "transcript" => Ok(self.link.last_transcript.lock().clone()),
             "engine" => Ok("whisper".to_string()),
-            _ => self.settings.get(&key).ok_or_else(|| SpeechError::Engine(format!("unknown whisper setting '{name}'"))),
+            _ => self
+                .settings
+                .get(&key)
+                .ok_or_else(|| SpeechError::Engine(format!("unknown whisper setting '{name}'"))),
         };
         Box::pin(async move { r })
     }
@@ -1429,7 +1598,11 @@ mod tests {
     #[test]
     fn decode_frames() {
         let mut out = Vec::new();
-        assert!(decode_frame(Format::Slin8, &[1, 0, 0xFF, 0xFF, 9], &mut out));
+        assert!(decode_frame(
+            Format::Slin8,
+            &[1, 0, 0xFF, 0xFF, 9],
+            &mut out
+        ));
         assert_eq!(out, [1, -1]);
         assert!(decode_frame(Format::Ulaw, &[0xFF, 0x80], &mut out));
         assert_eq!(out, [0, 32124]);
@@ -1519,33 +1692,63 @@ mod tests {
 
     #[test]
     fn missing_and_corrupt_model_is_one_clear_line() {
-        let s = WhisperSettings { model: PathBuf::from("/nonexistent/ggml-tiny.en.bin"), ..Default::default() };
+        let s = WhisperSettings {
+            model: PathBuf::from("/nonexistent/ggml-tiny.en.bin"),
+            ..Default::default()
+        };
         let e = WhisperEngine::new("w", s).unwrap_err();
         assert!(!e.contains('\n'));
         assert!(e.contains("voxpbx models install tiny.en"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ggml-base.bin");
         std::fs::write(&p, vec![7u8; 2 << 20]).unwrap();
-        let e = WhisperEngine::new("w", WhisperSettings { model: p.clone(), ..Default::default() }).unwrap_err();
-        assert!(e.contains("voxpbx models install base") && e.contains("corrupt"), "{e}");
+        let e = WhisperEngine::new(
+            "w",
+            WhisperSettings {
+                model: p.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("voxpbx models install base") && e.contains("corrupt"),
+            "{e}"
+        );
         // Right magic, garbage after it: whisper.cpp refuses it.
         let mut bytes = 0x6767_6d6cu32.to_le_bytes().to_vec();
         bytes.extend(std::iter::repeat_n(0u8, 2 << 20));
         std::fs::write(&p, bytes).unwrap();
-        let e = WhisperEngine::new("w", WhisperSettings { model: p, ..Default::default() }).unwrap_err();
-        assert!(!e.contains('\n') && e.contains("voxpbx models install base"), "{e}");
+        let e = WhisperEngine::new(
+            "w",
+            WhisperSettings {
+                model: p,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            !e.contains('\n') && e.contains("voxpbx models install base"),
+            "{e}"
+        );
     }
 
     #[test]
     fn upsampler_length_and_tone() {
         let mut up = Upsampler::new(8000, 16000).unwrap();
-        let input: Vec<f32> = (0..8000).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin() * 0.5).collect();
+        let input: Vec<f32> = (0..8000)
+            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin() * 0.5)
+            .collect();
         let mut out = Vec::new();
         up.process(&input, &mut out).unwrap();
         assert_eq!(out.len(), 16000);
         // Aligned: the 16 kHz signal at sample 2n matches the input at n (away from the edges).
         for n in (1000..7000).step_by(250) {
-            assert!((out[2 * n] - input[n]).abs() < 0.02, "n={n}: {} vs {}", out[2 * n], input[n]);
+            assert!(
+                (out[2 * n] - input[n]).abs() < 0.02,
+                "n={n}: {} vs {}",
+                out[2 * n],
+                input[n]
+            );
         }
         // Reuse gives the same output.
         let mut again = Vec::new();
@@ -1555,7 +1758,13 @@ mod tests {
 
     #[test]
     fn results_mapping() {
-        let g = Arc::new(Grammar::parse_phrase_list("departments", "sales = sales\nsupport = support\nbilling\n").unwrap());
+        let g = Arc::new(
+            Grammar::parse_phrase_list(
+                "departments",
+                "sales = sales\nsupport = support\nbilling\n",
+            )
+            .unwrap(),
+        );
         let t = Transcript {
             text: "Please connect me to sales.".into(),
             score: 870,
@@ -1564,22 +1773,58 @@ mod tests {
             audio_ctx: 128,
             fallback: false,
         };
-        let none = Mapping { grammars: vec![], threshold: 500, nbest: 1 };
+        let none = Mapping {
+            grammars: vec![],
+            threshold: 500,
+            nbest: 1,
+        };
         assert_eq!(
             map_results(&t, &none),
-            vec![SpeechResult { text: t.text.clone(), score: 870, grammar: None, nbest: 0 }]
+            vec![SpeechResult {
+                text: t.text.clone(),
+                score: 870,
+                grammar: None,
+                nbest: 0
+            }]
         );
-        let m = Mapping { grammars: vec![g.clone()], threshold: 500, nbest: 1 };
+        let m = Mapping {
+            grammars: vec![g.clone()],
+            threshold: 500,
+            nbest: 1,
+        };
         let r = map_results(&t, &m);
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].text.as_str(), r[0].grammar.as_deref()), ("sales", Some("departments")));
-        let other = Transcript { text: "what's the weather".into(), ..t.clone() };
+        assert_eq!(
+            (r[0].text.as_str(), r[0].grammar.as_deref()),
+            ("sales", Some("departments"))
+        );
+        let other = Transcript {
+            text: "what's the weather".into(),
+            ..t.clone()
+        };
         assert_eq!(map_results(&other, &m)[0].grammar, None);
-        let nb = Mapping { grammars: vec![g], threshold: 100, nbest: 3 };
-        let two = Transcript { text: "sales or billing".into(), ..t.clone() };
+        let nb = Mapping {
+            grammars: vec![g],
+            threshold: 100,
+            nbest: 3,
+        };
+        let two = Transcript {
+            text: "sales or billing".into(),
+            ..t.clone()
+        };
         let r = map_results(&two, &nb);
-        assert_eq!(r.iter().map(|r| r.nbest).collect::<Vec<_>>(), (0..r.len() as i32).collect::<Vec<_>>());
+        assert_eq!(
+            r.iter().map(|r| r.nbest).collect::<Vec<_>>(),
+            (0..r.len() as i32).collect::<Vec<_>>()
+        );
         assert!(r.len() >= 2);
-        assert!(map_results(&Transcript { text: String::new(), ..t }, &m).is_empty());
+        assert!(map_results(
+            &Transcript {
+                text: String::new(),
+                ..t
+            },
+            &m
+        )
+        .is_empty());
     }
 }
