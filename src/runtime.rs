@@ -127,6 +127,9 @@ pub async fn boot(p: Prepared) -> anyhow::Result<Arc<Core>> {
     crate::dialplan::functions::register_all(&core);
     crate::console::register_builtin(&core);
     crate::interfaces::agi::db::register(&core);
+    if let Err(e) = crate::sip::stack::start(core.clone()).await {
+        tracing::error!("PJSIP: {e}");
+    }
     if let Err(e) = crate::interfaces::ami::server::start(core.clone()).await {
         tracing::error!("AMI: {e}");
     }
