@@ -266,11 +266,14 @@ enum StackCmd {
     Request(SocketAddr, Request),
     Register(String, mpsc::UnboundedSender<CallIn>),
     Unregister(String),
+    /// CANCEL the pending INVITE client transaction of this Call-ID.
+    Cancel(String),
 }
 
 /// What a transport task forwards to a call driver.
 enum CallIn {
     Request(Option<TxId>, Request),
+    Response(Response),
     Cancelled,
 }
 
@@ -395,6 +398,12 @@ async fn transport_task(
                         }
                     }
                     StackCmd::Register(cid, s) => { calls.insert(cid, s); }
+                    StackCmd::Cancel(cid) => {
+                        let ids: Vec<TxId> = tx_call.iter().filter(|(_, c)| **c == cid).map(|(t, _)| *t).collect();
+                        for id in ids {
+                            if layer.kind(id) == Some(super::TxKind::InviteClient) { let _ = layer.cancel(now, id); }
+                        }
+                    }
                     StackCmd::Unregister(cid) => { calls.remove(&cid); }
                 }
             }
@@ -429,6 +438,19 @@ async fn transport_task(
                         if let Some(s) = calls.get(cid) {
                             let _ = s.send(CallIn::Cancelled);
                         }
+                    }
+                }
+                Event::Response { tx, response, .. } => {
+                    let cid = tx
+                        .and_then(|t| tx_call.get(&t).cloned())
+                        .or_else(|| response.headers.call_id().ok().map(|c| c.to_string()));
+                    if let Some(s) = cid.and_then(|c| calls.get(&c)) {
+                        let _ = s.send(CallIn::Response(response));
+                    }
+                }
+                Event::Timeout { tx, .. } => {
+                    if let Some(s) = tx_call.get(&tx).and_then(|c| calls.get(c)) {
+                        let _ = s.send(CallIn::Response(Response::new(408)));
                     }
                 }
                 Event::Terminated { tx } => {
@@ -735,6 +757,24 @@ impl Driver {
         let _ = self.cmd.send(StackCmd::Request(dest, req));
     }
 
+    fn send_ack(&self, dialog: &super::Dialog) {
+        let via = Via::new(
+            Transport::Udp,
+            Host::Ip(SipStack::local_ip(self.local)),
+            Some(self.local.port()),
+            &super::new_branch(),
+        );
+        let req = dialog.create_ack(via);
+        let _ = self.cmd.send(StackCmd::Request(self.next_hop(dialog), req));
+    }
+
+    fn next_hop(&self, dialog: &super::Dialog) -> SocketAddr {
+        match dialog.next_hop() {
+            Uri::Sip(u) => u.socket_addr().unwrap_or(self.remote_sip),
+            _ => self.remote_sip,
+        }
+    }
+
     async fn run(
         &mut self,
         dialog: &mut super::Dialog,
@@ -825,6 +865,12 @@ impl Driver {
                                 }
                             }
                         }
+                        Some(CallIn::Response(r)) => {
+                            // A retransmitted 2xx to our INVITE: ACK again.
+                            if r.is_success() && r.headers.cseq().is_ok_and(|c| c.method == Method::Invite) && dialog.role == super::Role::Uac {
+                                self.send_ack(dialog);
+                            }
+                        }
                         Some(CallIn::Cancelled) | None => {
                             let _ = link.tx.try_send(ChanMsg::Hangup(16));
                             return;
@@ -834,6 +880,234 @@ impl Driver {
             }
         }
     }
+}
+
+/// The `PJSIP` channel technology: `PJSIP/<endpoint>` (registered or static AOR contact)
+/// or `PJSIP/<endpoint>/<sip uri>`.
+pub struct PjsipTech;
+
+impl crate::core::Technology for PjsipTech {
+    fn name(&self) -> &'static str {
+        "PJSIP"
+    }
+
+    fn request(
+        &self,
+        core: &Arc<Core>,
+        data: &str,
+        _requestor: Option<&Channel>,
+    ) -> Result<Channel, String> {
+        let stack = core
+            .ext
+            .get::<SipStack>()
+            .ok_or_else(|| "PJSIP is not configured".to_string())?;
+        let (ep_name, uri) = match data.split_once('/') {
+            Some((e, u)) => (e, Some(u.to_string())),
+            None => (data, None),
+        };
+        let ep = stack
+            .config
+            .endpoint(ep_name)
+            .cloned()
+            .ok_or_else(|| format!("no PJSIP endpoint '{ep_name}'"))?;
+        let target = match uri {
+            Some(u) => u,
+            None => {
+                let now = Instant::now();
+                let reg = stack.contacts.lock();
+                ep.aors
+                    .iter()
+                    .find_map(|a| {
+                        reg.get(a)
+                            .and_then(|l| l.iter().rev().find(|c| c.expires_at > now))
+                            .map(|c| c.uri.clone())
+                    })
+                    .or_else(|| {
+                        ep.aors.iter().find_map(|a| {
+                            stack
+                                .config
+                                .aors
+                                .iter()
+                                .find(|x| &x.name == a)
+                                .and_then(|x| x.contacts.first().cloned())
+                        })
+                    })
+                    .ok_or_else(|| format!("endpoint '{ep_name}' has no contact"))?
+            }
+        };
+        let target: SipUri = target
+            .trim_matches(|c| c == '<' || c == '>')
+            .parse()
+            .map_err(|e| format!("bad SIP URI '{target}': {e}"))?;
+        let dest = target
+            .socket_addr()
+            .ok_or_else(|| format!("cannot resolve '{target}' (IP addresses only)"))?;
+        let (local, cmd) = stack
+            .local
+            .lock()
+            .clone()
+            .ok_or_else(|| "no PJSIP transport".to_string())?;
+        let codec = ep.allow.first().copied().unwrap_or(Codec::Pcmu);
+        let seq = CHAN_SEQ.fetch_add(1, Ordering::Relaxed) ^ rand::random::<u32>();
+        let name = format!("PJSIP/{}-{:08x}", ep.name, seq);
+        let (mine, theirs) = TechLink::pair("PJSIP", codec.format());
+        let chan = Channel::new(core, name.clone(), theirs);
+        tokio::spawn(async move {
+            stack
+                .calls
+                .lock()
+                .insert(name.clone(), (ep.name.clone(), String::new()));
+            outbound_call(&stack, cmd, local, ep, target, dest, mine).await;
+            stack.calls.lock().remove(&name);
+        });
+        Ok(chan)
+    }
+}
+
+async fn outbound_call(
+    stack: &Arc<SipStack>,
+    cmd: mpsc::UnboundedSender<StackCmd>,
+    local: SocketAddr,
+    ep: EndpointCfg,
+    target: SipUri,
+    dest: SocketAddr,
+    mut link: TechLink,
+) {
+    // Wait for the owner to place the call.
+    let caller = loop {
+        match link.rx.recv().await {
+            Some(ChanMsg::Control(Control::Call { caller, .. })) => break caller,
+            Some(ChanMsg::Hangup(_)) | None => return,
+            _ => {}
+        }
+    };
+    let hang = |link: &TechLink, cause: i32| {
+        let _ = link.tx.try_send(ChanMsg::Hangup(cause));
+    };
+    let ip = SipStack::local_ip(local);
+    let Ok(sock) = stack.bind_rtp(ip).await else {
+        return hang(&link, 34);
+    };
+    let rtp_port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+    let offer = sdp::offer(&ep.allow, ip, rtp_port, Direction::SendRecv);
+    let sdp_body = offer.to_bytes();
+    let cid = super::new_call_id(Some(&ip.to_string()));
+    let user = if caller.num.is_empty() { "voxpbx".to_string() } else { caller.num.clone() };
+    let mut invite = Request::new(Method::Invite, target.clone());
+    let via = Via::new(Transport::Udp, Host::Ip(ip), Some(local.port()), &super::new_branch());
+    invite.headers.push(HeaderName::VIA, via.to_string());
+    invite.headers.push(HeaderName::MAX_FORWARDS, "70");
+    let from_host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
+    let display = if caller.name.is_empty() { String::new() } else { format!("\"{}\" ", caller.name) };
+    invite.headers.push(
+        HeaderName::FROM,
+        format!("{display}<sip:{user}@{from_host}>;tag={}", super::new_tag()),
+    );
+    invite.headers.push(HeaderName::TO, format!("<{target}>"));
+    invite.headers.push(HeaderName::CALL_ID, cid.clone());
+    invite.headers.push(HeaderName::CSEQ, "1 INVITE");
+    invite.headers.push(
+        HeaderName::CONTACT,
+        format!("<sip:{user}@{from_host}:{}>", local.port()),
+    );
+    invite.headers.push(HeaderName::ALLOW, "INVITE, ACK, CANCEL, BYE, OPTIONS");
+    invite.set_body(Some("application/sdp"), sdp_body.clone());
+    let (in_tx, mut inbox) = mpsc::unbounded_channel();
+    let _ = cmd.send(StackCmd::Register(cid.clone(), in_tx));
+    let _ = cmd.send(StackCmd::Request(dest, invite.clone()));
+    let mut cancelled = false;
+    let answer = loop {
+        tokio::select! {
+            m = link.rx.recv() => match m {
+                Some(ChanMsg::Hangup(_)) | None => {
+                    if !cancelled {
+                        cancelled = true;
+                        let _ = cmd.send(StackCmd::Cancel(cid.clone()));
+                    }
+                }
+                _ => {}
+            },
+            r = inbox.recv() => match r {
+                Some(CallIn::Response(r)) => {
+                    match r.status {
+                        100 => {}
+                        180 | 181 | 182 if !cancelled => { let _ = link.tx.try_send(ChanMsg::Control(Control::Ringing)); }
+                        183 if !cancelled => { let _ = link.tx.try_send(ChanMsg::Control(Control::Progress)); }
+                        101..=199 => {}
+                        200..=299 => break r,
+                        s => {
+                            let cause = match s {
+                                486 | 600 => 17,
+                                404 | 604 => 1,
+                                408 | 480 => 18,
+                                487 => 16,
+                                403 | 603 => 21,
+                                503 => 34,
+                                488 | 606 => 58,
+                                _ => 31,
+                            };
+                            if s == 486 || s == 600 {
+                                let _ = link.tx.try_send(ChanMsg::Control(Control::Busy));
+                            }
+                            hang(&link, cause);
+                            let _ = cmd.send(StackCmd::Unregister(cid));
+                            return;
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => return,
+            },
+        }
+    };
+    let Ok(mut dialog) = super::Dialog::uac(&invite, &answer) else {
+        hang(&link, 31);
+        let _ = cmd.send(StackCmd::Unregister(cid));
+        return;
+    };
+    let mut d = Driver {
+        cmd: cmd.clone(),
+        tx: TxId(0),
+        invite,
+        answered: true,
+        sdp_body,
+        remote_sip: dest,
+        local,
+    };
+    d.send_ack(&dialog);
+    if cancelled {
+        d.send_bye(&mut dialog);
+        let _ = cmd.send(StackCmd::Unregister(cid));
+        return;
+    }
+    let remote_sdp = Sdp::parse(&answer.body).ok();
+    let audio = remote_sdp.as_ref().and_then(|s| s.audio());
+    let (payloads, remote) = match &audio {
+        Some(a) => (
+            payloads_for(a).0,
+            a.addr.map(|ip| SocketAddr::new(ip, a.port)),
+        ),
+        None => (PayloadMap::with_static().with_telephone_event(101, 8000), None),
+    };
+    if let Some(c) = audio.as_ref().and_then(|a| a.codecs.first()) {
+        if c.0.format() != link.native {
+            let _ = link.tx.try_send(ChanMsg::Control(Control::Format(c.0.format())));
+        }
+    }
+    let mut rtp = RtpSession::new(
+        RtpConfig {
+            payloads,
+            remote,
+            symmetric: ep.rtp_symmetric,
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+        Instant::now(),
+        SystemTime::now(),
+    );
+    let _ = link.tx.try_send(ChanMsg::Control(Control::Answer));
+    d.run(&mut dialog, &mut rtp, sock, link, &mut inbox).await;
+    let _ = cmd.send(StackCmd::Unregister(cid));
 }
 
 fn register_cli(core: &Arc<Core>) {
