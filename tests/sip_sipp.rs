@@ -88,3 +88,64 @@ fn sipp_uac_call_gets_answered_with_audio() {
     assert!(packets > 20, "only {packets} RTP packets arrived");
     assert!(pbx.wait_no_channels(10), "{}", pbx.log());
 }
+
+#[test]
+fn dial_to_sipp_uas_is_answered_and_hung_up_with_bye() {
+    if !have_sipp() {
+        eprintln!("sipp not installed: skipping");
+        return;
+    }
+    let sip_port = free_udp_port();
+    let sipp_port = free_udp_port();
+    let rtp = free_rtp_range(20);
+    let dialplan = format!(
+        "[from-sip]\nexten => 200,1,Dial(PJSIP/sipp/sip:service@127.0.0.1:{sipp_port},10)\n \
+         exten => h,1,System(echo \"${{DIALSTATUS}}\" > {{DIR}}/dialstatus.txt)\n"
+    );
+    let pbx = TestPbx::start(&[
+        ("extensions.conf", &dialplan),
+        ("pjsip.conf", &pjsip_conf(sip_port)),
+        (
+            "rtp.conf",
+            &format!("[general]\nrtpstart={rtp}\nrtpend={}\n", rtp + 19),
+        ),
+    ]);
+    let scen = repo().join("tests/sipp/uas_answer.xml");
+    let mut child = Command::new("sipp")
+        .args(["-sf"])
+        .arg(&scen)
+        .args(["-m", "1", "-i", "127.0.0.1", "-nostdin"])
+        .args(["-p", &sipp_port.to_string()])
+        .args(["-mp", &free_rtp_range(4).to_string()])
+        .args(["-timeout", "20s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sipp");
+    std::thread::sleep(Duration::from_millis(500));
+    pbx.rx("channel originate Local/200@from-sip application Wait 2");
+    let end = Instant::now() + Duration::from_secs(25);
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(st);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sipp failed: {status:?}\n{}",
+        pbx.log()
+    );
+    let st = wait_file(&pbx.path("dialstatus.txt"), 10);
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+    assert_eq!(
+        st.as_deref().map(str::trim),
+        Some("ANSWER"),
+        "{}",
+        pbx.log()
+    );
+}

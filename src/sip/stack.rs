@@ -425,13 +425,22 @@ async fn transport_task(
                 } => {
                     let cid = request.headers.call_id().unwrap_or("").to_string();
                     if let Some(s) = calls.get(&cid) {
-                        if request.method != Method::Invite || request.headers.to().ok().and_then(|t| t.tag().map(|_| ())).is_some() {
+                        if request.method != Method::Invite
+                            || request
+                                .headers
+                                .to()
+                                .ok()
+                                .and_then(|t| t.tag().map(|_| ()))
+                                .is_some()
+                        {
                             let _ = s.send(CallIn::Request(tx, request));
                             continue;
                         }
                     }
                     let Some(tx) = tx else { continue };
-                    handle_new_request(&core, &stack, &mut layer, &cmd_tx, &mut calls, local, tx, request, source);
+                    handle_new_request(
+                        &core, &stack, &mut layer, &cmd_tx, &mut calls, local, tx, request, source,
+                    );
                 }
                 Event::Cancelled { cancel, .. } => {
                     if let Ok(cid) = cancel.headers.call_id() {
@@ -479,7 +488,9 @@ fn reply_400(layer: &mut TransactionLayer, src: SocketAddr, data: &[u8]) {
             break;
         }
         let lower = line.to_ascii_lowercase();
-        for h in ["via:", "v:", "from:", "f:", "to:", "t:", "call-id:", "i:", "cseq:"] {
+        for h in [
+            "via:", "v:", "from:", "f:", "to:", "t:", "call-id:", "i:", "cseq:",
+        ] {
             if lower.starts_with(h) {
                 out.push_str(line);
                 out.push_str("\r\n");
@@ -665,10 +676,7 @@ async fn inbound_call(
     );
     let local_tag = super::new_tag();
     let contact = NameAddr::new(SipUri::new(
-        invite
-            .uri
-            .as_sip()
-            .and_then(|u| u.user.as_deref()),
+        invite.uri.as_sip().and_then(|u| u.user.as_deref()),
         Host::Ip(ip),
         Some(local.port()),
     ));
@@ -717,7 +725,8 @@ async fn inbound_call(
         remote_sip: source,
         local,
     };
-    d.run(&mut dialog, &mut rtp, rtp_sock, mine, &mut inbox).await;
+    d.run(&mut dialog, &mut rtp, rtp_sock, mine, &mut inbox)
+        .await;
     stack.calls.lock().remove(&name);
     let _ = cmd.send(StackCmd::Unregister(cid));
 }
@@ -992,13 +1001,30 @@ async fn outbound_call(
     let offer = sdp::offer(&ep.allow, ip, rtp_port, Direction::SendRecv);
     let sdp_body = offer.to_bytes();
     let cid = super::new_call_id(Some(&ip.to_string()));
-    let user = if caller.num.is_empty() { "voxpbx".to_string() } else { caller.num.clone() };
+    let user = if caller.num.is_empty() {
+        "voxpbx".to_string()
+    } else {
+        caller.num.clone()
+    };
     let mut invite = Request::new(Method::Invite, target.clone());
-    let via = Via::new(Transport::Udp, Host::Ip(ip), Some(local.port()), &super::new_branch());
+    let via = Via::new(
+        Transport::Udp,
+        Host::Ip(ip),
+        Some(local.port()),
+        &super::new_branch(),
+    );
     invite.headers.push(HeaderName::VIA, via.to_string());
     invite.headers.push(HeaderName::MAX_FORWARDS, "70");
-    let from_host = if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() };
-    let display = if caller.name.is_empty() { String::new() } else { format!("\"{}\" ", caller.name) };
+    let from_host = if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let display = if caller.name.is_empty() {
+        String::new()
+    } else {
+        format!("\"{}\" ", caller.name)
+    };
     invite.headers.push(
         HeaderName::FROM,
         format!("{display}<sip:{user}@{from_host}>;tag={}", super::new_tag()),
@@ -1010,7 +1036,9 @@ async fn outbound_call(
         HeaderName::CONTACT,
         format!("<sip:{user}@{from_host}:{}>", local.port()),
     );
-    invite.headers.push(HeaderName::ALLOW, "INVITE, ACK, CANCEL, BYE, OPTIONS");
+    invite
+        .headers
+        .push(HeaderName::ALLOW, "INVITE, ACK, CANCEL, BYE, OPTIONS");
     invite.set_body(Some("application/sdp"), sdp_body.clone());
     let (in_tx, mut inbox) = mpsc::unbounded_channel();
     let _ = cmd.send(StackCmd::Register(cid.clone(), in_tx));
@@ -1087,11 +1115,16 @@ async fn outbound_call(
             payloads_for(a).0,
             a.addr.map(|ip| SocketAddr::new(ip, a.port)),
         ),
-        None => (PayloadMap::with_static().with_telephone_event(101, 8000), None),
+        None => (
+            PayloadMap::with_static().with_telephone_event(101, 8000),
+            None,
+        ),
     };
     if let Some(c) = audio.as_ref().and_then(|a| a.codecs.first()) {
         if c.0.format() != link.native {
-            let _ = link.tx.try_send(ChanMsg::Control(Control::Format(c.0.format())));
+            let _ = link
+                .tx
+                .try_send(ChanMsg::Control(Control::Format(c.0.format())));
         }
     }
     let mut rtp = RtpSession::new(
@@ -1214,7 +1247,10 @@ mod tests {
         let e = c.endpoint("alice").unwrap();
         assert_eq!(e.context, "from-sip");
         assert_eq!(e.allow, vec![Codec::Pcmu]);
-        assert_eq!(c.identify("127.0.0.1".parse().unwrap()).unwrap().name, "alice");
+        assert_eq!(
+            c.identify("127.0.0.1".parse().unwrap()).unwrap().name,
+            "alice"
+        );
         assert!(c.identify("10.0.0.1".parse().unwrap()).is_none());
         assert_eq!(c.aors[0].max_contacts, 1);
         assert_eq!(c.rtp_start, 10000);
