@@ -123,11 +123,15 @@ pub fn prepare(conf_dir: &Path) -> Result<Prepared, ConfigError> {
 pub async fn boot(p: Prepared) -> anyhow::Result<Arc<Core>> {
     let core = Core::new(p.dirs, p.options, p.dialplan);
     core.register_tech(Arc::new(crate::channel::local::LocalTech));
+    core.register_tech(Arc::new(crate::sip::stack::PjsipTech));
     crate::apps::register_all(&core);
     crate::dialplan::functions::register_all(&core);
     crate::console::register_builtin(&core);
     crate::interfaces::agi::db::register(&core);
     crate::speech::setup::load(&core).await?;
+    if let Err(e) = crate::sip::stack::start(core.clone()).await {
+        tracing::error!("PJSIP: {e}");
+    }
     if let Err(e) = crate::interfaces::ami::server::start(core.clone()).await {
         tracing::error!("AMI: {e}");
     }

@@ -24,6 +24,7 @@ pub mod dialog;
 pub mod message;
 pub mod parse;
 pub mod sdp;
+pub mod stack;
 pub mod transaction;
 
 pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
