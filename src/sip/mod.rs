@@ -25,6 +25,7 @@ pub mod message;
 pub mod parse;
 pub mod sdp;
 pub mod transaction;
+pub mod ua;
 
 pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
 pub use message::{
