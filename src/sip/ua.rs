@@ -122,6 +122,8 @@ pub struct DialSummary {
     pub play_ended_ms: Option<u64>,
     pub first_rtp_received_ms: Option<u64>,
     pub dtmf_started_ms: Option<u64>,
+    /// Digits accepted for sending (empty when the far end offered no telephone-event).
+    pub dtmf_sent: String,
     /// Digits received as RFC 4733 events.
     pub dtmf_received: String,
     /// Wall-clock (unix ms) of the first INVITE.
@@ -413,6 +415,7 @@ pub async fn dial(opts: DialOpts) -> anyhow::Result<DialSummary> {
         play_ended_ms: None,
         first_rtp_received_ms: None,
         dtmf_started_ms: None,
+        dtmf_sent: String::new(),
         dtmf_received: String::new(),
         invite_unix_ms: unix_ms(t0_wall),
         answered_unix_ms: None,
@@ -606,8 +609,14 @@ pub async fn dial(opts: DialOpts) -> anyhow::Result<DialSummary> {
                     if now >= answered + Duration::from_millis(*off) {
                         summary.dtmf_started_ms = Some(ms_between(t0, now));
                         for d in digits.chars() {
-                            if let Ok(Some(t)) = rtp.send_dtmf(now, d, DTMF_DIGIT_MS) {
-                                let _ = rtp_sock.send_to(&t.data, t.dest).await;
+                            match rtp.send_dtmf(now, d, DTMF_DIGIT_MS) {
+                                Ok(first) => {
+                                    summary.dtmf_sent.push(d);
+                                    if let Some(t) = first {
+                                        let _ = rtp_sock.send_to(&t.data, t.dest).await;
+                                    }
+                                }
+                                Err(e) => tracing::debug!("DTMF {d}: {e}"),
                             }
                         }
                         dtmf_pending = None;
@@ -866,5 +875,74 @@ m=audio 4000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-e
         assert_eq!(s.status, 486);
         assert_eq!(s.hangup, Hangup::None);
         assert_eq!(s.rtp_sent, 0);
+    }
+
+    /// A UAS answering 200 (PCMU + telephone-event) and echoing RTP, to test the whole call.
+    async fn echo_uas() -> SocketAddr {
+        let sip = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let media = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sip.local_addr().unwrap();
+        let mport = media.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((n, src)) = media.recv_from(&mut buf).await {
+                let _ = media.send_to(&buf[..n], src).await;
+            }
+        });
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, src)) = sip.recv_from(&mut buf).await {
+                let Ok(super::super::SipMessage::Request(r)) =
+                    super::super::parse_message(&buf[..n])
+                else {
+                    continue;
+                };
+                let resp = match r.method {
+                    Method::Invite => {
+                        let mut resp = Response::from_request(&r, 200).with_to_tag("uas");
+                        resp.headers
+                            .push(HeaderName::CONTACT, format!("<sip:uas@{addr}>"));
+                        let body = format!(
+                            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+t=0 0\r\nm=audio {mport} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+                        );
+                        resp.set_body(Some("application/sdp"), body.into_bytes());
+                        resp
+                    }
+                    Method::Bye => Response::from_request(&r, 200).with_to_tag("uas"),
+                    _ => continue,
+                };
+                let _ = sip.send_to(&resp.to_bytes(), src).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn full_call_with_echo_and_dtmf() {
+        let addr = echo_uas().await;
+        let signal: Vec<i16> = (0..8000)
+            .map(|i| (((i * 7919) % 4001) as i16 - 2000) * 3)
+            .collect();
+        let mut o = DialOpts::new(format!("sip:echo@{addr}"));
+        o.audio = Some(DialAudio::Samples {
+            rate: 8000,
+            samples: signal.clone(),
+        });
+        o.dtmf = Some(("15#".into(), 1200));
+        o.keep_recording = true;
+        o.hangup_after = Some(Duration::from_millis(2200));
+        let s = dial(o).await.unwrap();
+        assert_eq!(s.status, 200);
+        assert_eq!(s.hangup, Hangup::Local);
+        assert_eq!(s.codec.as_deref(), Some("PCMU"));
+        assert_eq!(s.dtmf_sent, "15#");
+        assert_eq!(s.dtmf_received, "15#");
+        assert!(s.rtp_sent >= 50, "{s:?}");
+        assert!(s.rtp_received >= 50, "{s:?}");
+        assert!(s.play_started_ms.is_some() && s.first_rtp_received_ms.is_some());
+        let (_, c) = best_correlation(&signal[..4000], &s.recorded, 2000);
+        assert!(c > 0.8, "echo correlation {c}");
     }
 }
