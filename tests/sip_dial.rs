@@ -131,7 +131,7 @@ fn dial_cli_against_sipp_uas() {
     // SIPp echoes the RTP back.
     assert!(v["rtp_received"].as_u64().unwrap() > 0, "{v}");
     let duration = v["duration_ms"].as_u64().unwrap();
-    assert!((2400..3500).contains(&duration), "{v}");
+    assert!((2400..6000).contains(&duration), "{v}");
     assert!(v["play_started_ms"].as_u64().unwrap() >= v["answered_ms"].as_u64().unwrap());
     assert!(v["play_started_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
     let r = hound::WavReader::open(&rec).expect("recording");
