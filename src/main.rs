@@ -55,6 +55,38 @@ enum Cmd {
         wait: Option<u64>,
         command: String,
     },
+    /// Place one SIP call (UDP): play audio, send DTMF, record, hang up; print JSON.
+    Dial {
+        /// The SIP URI to call, e.g. sip:600@127.0.0.1:5060.
+        uri: String,
+        /// User part of From/Contact (default voxpbx).
+        #[arg(long)]
+        from: Option<String>,
+        /// Digest credentials for 401/407: user:pass.
+        #[arg(long)]
+        auth: Option<String>,
+        /// Sound file to play after the answer (WAV of any rate, .ulaw, .alaw, .slin...).
+        #[arg(long)]
+        play: Option<PathBuf>,
+        /// RFC 4733 digits to send, optionally at an offset after the answer: 123#@1500.
+        #[arg(long)]
+        dtmf: Option<String>,
+        /// Record the received audio (8 kHz 16-bit WAV).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Hang up this many seconds after the answer (default: playback end + 2 s).
+        #[arg(long)]
+        hangup_after: Option<f64>,
+        /// Seconds to wait for a final response (default 32).
+        #[arg(long, default_value_t = 32.0)]
+        answer_timeout: f64,
+        /// Local IP address to bind (default: the one routing to the target).
+        #[arg(long)]
+        bind: Option<std::net::IpAddr>,
+        /// Print the summary as JSON (always JSON; kept for scripts that pass it).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(filter: &str, log_file: Option<PathBuf>) {
@@ -188,6 +220,67 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Cmd::Dial {
+            uri,
+            from,
+            auth,
+            play,
+            dtmf,
+            record,
+            hangup_after,
+            answer_timeout,
+            bind,
+            json: _,
+        } => {
+            use voxpbx::sip::ua;
+            let mut opts = ua::DialOpts::new(uri);
+            opts.from_user = from;
+            opts.record = record;
+            opts.bind_ip = bind;
+            opts.audio = play.map(ua::DialAudio::File);
+            opts.answer_timeout = Duration::from_secs_f64(answer_timeout.max(0.1));
+            opts.hangup_after = hangup_after.map(|s| Duration::from_secs_f64(s.max(0.0)));
+            let parsed = (|| -> anyhow::Result<()> {
+                if let Some(a) = &auth {
+                    opts.auth = Some(ua::parse_auth_arg(a)?);
+                }
+                if let Some(d) = &dtmf {
+                    opts.dtmf = Some(ua::parse_dtmf_arg(d)?);
+                }
+                Ok(())
+            })();
+            if let Err(e) = parsed {
+                eprintln!("voxpbx dial: {e}");
+                return ExitCode::from(2);
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("voxpbx: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(ua::dial(opts)) {
+                Ok(summary) => {
+                    match serde_json::to_string(&summary) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => eprintln!("voxpbx dial: {e}"),
+                    }
+                    if (200..300).contains(&summary.status) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("voxpbx dial: {e:#}");
                     ExitCode::from(1)
                 }
             }

@@ -26,6 +26,7 @@ pub mod parse;
 pub mod sdp;
 pub mod stack;
 pub mod transaction;
+pub mod ua;
 
 pub use dialog::{Dialog, DialogError, DialogId, DialogState, Role};
 pub use message::{

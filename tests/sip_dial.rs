@@ -1,0 +1,170 @@
+//! `voxpbx dial` against SIPp in UAS mode (skipped with a note when /usr/bin/sipp is missing).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use voxpbx::sip::ua::{best_correlation, dial, DialAudio, DialOpts, Hangup};
+
+const SIPP: &str = "/usr/bin/sipp";
+
+fn have_sipp() -> bool {
+    if Path::new(SIPP).exists() {
+        true
+    } else {
+        eprintln!("note: {SIPP} not installed; skipping the SIPp dial test");
+        false
+    }
+}
+
+fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.local_addr().expect("addr").port()
+}
+
+/// SIPp's built-in UAS for one call, echoing RTP on its media port.
+struct Sipp {
+    child: Child,
+    port: u16,
+}
+
+impl Sipp {
+    fn start() -> Sipp {
+        let port = free_udp_port();
+        let media = free_udp_port();
+        let child = Command::new(SIPP)
+            .args([
+                "-sn",
+                "uas",
+                "-i",
+                "127.0.0.1",
+                "-m",
+                "1",
+                "-nostdin",
+                "-rtp_echo",
+            ])
+            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sipp");
+        // Give SIPp time to bind.
+        std::thread::sleep(Duration::from_millis(500));
+        Sipp { child, port }
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A 1.5 s test signal with structure (so correlation has one clear peak).
+fn test_signal(rate: u32) -> Vec<i16> {
+    let n = rate as usize * 3 / 2;
+    let mut x: u32 = 12345;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / rate as f64;
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let noise = ((x >> 16) as i32 % 2000 - 1000) as f64;
+            let tone = (2.0 * std::f64::consts::PI * 523.0 * t).sin() * 6000.0;
+            let env = if (i / (rate as usize / 10)) % 3 == 0 {
+                1.0
+            } else {
+                0.2
+            };
+            ((tone + noise) * env) as i16
+        })
+        .collect()
+}
+
+fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for &s in samples {
+        w.write_sample(s).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+#[test]
+fn dial_cli_against_sipp_uas() {
+    if !have_sipp() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let play = dir.path().join("play.wav");
+    let rec = dir.path().join("rec.wav");
+    write_wav(&play, 16000, &test_signal(16000));
+    let sipp = Sipp::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_voxpbx"))
+        .arg("dial")
+        .arg(format!("sip:service@127.0.0.1:{}", sipp.port))
+        .args(["--from", "tester", "--json", "--hangup-after", "2.5"])
+        .arg("--play")
+        .arg(&play)
+        .arg("--record")
+        .arg(&rec)
+        .output()
+        .expect("run voxpbx dial");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dial failed: {stdout} {stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line expected: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["hangup"], "local");
+    assert_eq!(v["codec"], "PCMU");
+    // 1.5 s of audio in 20 ms packets.
+    assert!(v["rtp_sent"].as_u64().unwrap() >= 70, "{v}");
+    assert!(v["bytes_sent"].as_u64().unwrap() >= 70 * 160, "{v}");
+    // SIPp echoes the RTP back.
+    assert!(v["rtp_received"].as_u64().unwrap() > 0, "{v}");
+    let duration = v["duration_ms"].as_u64().unwrap();
+    assert!((2400..6000).contains(&duration), "{v}");
+    assert!(v["play_started_ms"].as_u64().unwrap() >= v["answered_ms"].as_u64().unwrap());
+    assert!(v["play_started_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    let r = hound::WavReader::open(&rec).expect("recording");
+    assert_eq!(r.spec().sample_rate, 8000);
+    assert!(r.len() >= 8000 * 2, "recording too short: {}", r.len());
+}
+
+#[test]
+fn dial_library_echo_correlates() {
+    if !have_sipp() {
+        return;
+    }
+    let sipp = Sipp::start();
+    let signal = test_signal(8000);
+    let mut opts = DialOpts::new(format!("sip:echo@127.0.0.1:{}", sipp.port));
+    opts.audio = Some(DialAudio::Samples {
+        rate: 8000,
+        samples: signal.clone(),
+    });
+    opts.keep_recording = true;
+    opts.hangup_after = Some(Duration::from_millis(2200));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s = rt.block_on(dial(opts)).expect("dial");
+    assert_eq!(s.status, 200);
+    assert_eq!(s.hangup, Hangup::Local);
+    assert!(s.rtp_sent >= 70);
+    assert!(s.rtp_received >= 70, "{s:?}");
+    assert_eq!(s.recorded.len() as u64, s.recorded_samples);
+    // The echo comes back µ-law coded and delayed by the network + jitter buffer.
+    let (lag, c) = best_correlation(&signal, &s.recorded, 8000);
+    assert!(c > 0.8, "echo correlation {c} at lag {lag}");
+    assert!(lag < 4000, "echo delay {lag} samples");
+}
