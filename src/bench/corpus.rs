@@ -290,7 +290,7 @@ pub fn generate(opts: &GenerateOpts) -> Result<usize, CorpusError> {
                     .arg(&raw)
                     .args(["-r", "8000", "-c", "1", "-b", "16"])
                     .arg(&clean)
-                    .args(["highpass", "300", "lowpass", "3400"]))?;
+                    .args(["highpass", "300", "lowpass", "3400", "pad", "0.3", "0.2"]))?;
                 let (samples, rate) = read_wav(&clean)?;
                 let span = speech_span(&samples, rate).unwrap_or(SpeechSpan {
                     speech_start_ms: 0,
