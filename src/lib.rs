@@ -11,6 +11,7 @@ pub mod dialplan;
 pub mod events;
 pub mod interfaces;
 pub mod media;
+pub mod models;
 pub mod rtp;
 pub mod runtime;
 pub mod sip;

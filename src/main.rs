@@ -30,6 +30,22 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log: String,
     },
+    /// Speech models: `models list`, `models install [tiny.en|base]`.
+    Models {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Serve configured speech engines over AEAP (for Asterisk's res_speech_aeap).
+    AeapServe {
+        #[arg(short = 'C', long = "config")]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9099")]
+        listen: String,
+        /// Engine to serve (default: the first in speech.conf).
+        #[arg(long)]
+        engine: Option<String>,
+    },
     /// Run a console command against the running instance (like `asterisk -rx`).
     Rx {
         #[arg(short = 'C', long = "config")]

@@ -127,9 +127,11 @@ pub async fn boot(p: Prepared) -> anyhow::Result<Arc<Core>> {
     crate::dialplan::functions::register_all(&core);
     crate::console::register_builtin(&core);
     crate::interfaces::agi::db::register(&core);
+    crate::speech::setup::load(&core).await?;
     if let Err(e) = crate::interfaces::ami::server::start(core.clone()).await {
         tracing::error!("AMI: {e}");
     }
+    crate::bridge::mixing::register(&core);
     let pidfile = core.dirs.run.join("voxpbx.pid");
     let _ = std::fs::write(&pidfile, format!("{}\n", std::process::id()));
     let c2 = core.clone();

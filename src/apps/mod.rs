@@ -1,8 +1,10 @@
 //! Dialplan applications, one file per family.
 pub mod agi;
 pub mod basic;
+pub mod confbridge;
 pub mod dial;
 pub mod flow;
+pub mod misc;
 pub mod playback;
 pub mod speech;
 
@@ -13,9 +15,11 @@ pub fn register_all(core: &Core) {
     crate::dialplan::pbx::register_apps(core, basic::apps());
     crate::dialplan::pbx::register_apps(core, flow::apps());
     crate::dialplan::pbx::register_apps(core, dial::apps());
+    crate::dialplan::pbx::register_apps(core, confbridge::apps());
     crate::dialplan::pbx::register_apps(core, playback::apps());
     crate::dialplan::pbx::register_apps(core, speech::apps());
     crate::dialplan::pbx::register_apps(core, agi::apps());
+    crate::dialplan::pbx::register_apps(core, misc::apps());
     crate::dialplan::pbx::register_funcs(core, speech::funcs());
 }
 

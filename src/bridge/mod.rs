@@ -1,6 +1,8 @@
 //! Bridges: a two-party bridge run by the task that owns both legs (frames relayed without
 //! transcoding when formats match), and mixing bridges for conferences (`mixing`).
 
+pub mod mixing;
+
 use crate::channel::{Channel, Control, ReadEvent};
 use crate::events::{Event, EventClass};
 use std::time::{Duration, Instant};

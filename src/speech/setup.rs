@@ -99,7 +99,7 @@ pub fn register_local_engines(dirs: &Dirs, registry: &EngineRegistry) -> anyhow:
     for sec in conf.real_sections() {
         let ty = sec.get("type").unwrap_or("").trim().to_ascii_lowercase();
         match ty.as_str() {
-            "whisper" => match crate::speech::engines::whisper::WhisperEngine::from_section(sec, dirs) {
+            "whisper" => match crate::speech::engines::whisper::WhisperEngine::from_section(sec) {
                 Ok(e) => {
                     if let Err(err) = registry.register(Arc::new(e)) {
                         tracing::error!("speech.conf [{}]: {}", sec.name, err);
