@@ -1,6 +1,7 @@
 //! voxpbx: a PBX built around a real-time audio pipeline. See ARCHITECTURE.md (shared/design).
 pub mod aeap;
 pub mod apps;
+pub mod bench;
 pub mod bridge;
 pub mod channel;
 pub mod config;

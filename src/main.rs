@@ -87,6 +87,151 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks: speech corpus generation and STT accuracy/latency.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Benchmark corpora.
+    Corpus {
+        #[command(subcommand)]
+        cmd: CorpusCmd,
+    },
+    /// Word error rate and latency of speech engines: Whisper directly and through the PBX.
+    Stt {
+        /// Engine (speech.conf section); repeat for several (default: every whisper engine).
+        #[arg(long = "engine")]
+        engines: Vec<String>,
+        /// Corpus folder (NAME.wav + NAME.txt [+ NAME.json]).
+        #[arg(long, default_value = "bench/corpus")]
+        corpus: PathBuf,
+        /// Number of clips to run (default: all).
+        #[arg(long, default_value_t = 0)]
+        calls: usize,
+        /// Calls in flight at once in the pipeline.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Write every measurement as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Draw the latency distributions as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Configuration directory with the speech.conf to use (default: the repository's conf/).
+        #[arg(long)]
+        target: Option<PathBuf>,
+        /// Only the floor (Whisper directly), no PBX pipeline.
+        #[arg(long)]
+        floor_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CorpusCmd {
+    /// Speak bench/corpus.txt with espeak-ng, band-limit with sox, add noisy variants.
+    Generate {
+        /// Output folder.
+        #[arg(long, default_value = "bench/corpus")]
+        out: PathBuf,
+        /// Utterance list (NAME|transcript lines; default: the repository's bench/corpus.txt).
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// espeak-ng voices (default en-us, en-gb, en-us+f3).
+        #[arg(long = "voice")]
+        voices: Vec<String>,
+        /// Speaking rates in words per minute (default 150, 175).
+        #[arg(long = "speed")]
+        speeds: Vec<u32>,
+        /// Only the first N utterances of the list.
+        #[arg(long, default_value_t = 0)]
+        max: usize,
+        /// No noisy variants.
+        #[arg(long)]
+        clean_only: bool,
+    },
+}
+
+fn bench_main(cmd: BenchCmd) -> ExitCode {
+    match cmd {
+        BenchCmd::Corpus {
+            cmd:
+                CorpusCmd::Generate {
+                    out,
+                    list,
+                    voices,
+                    speeds,
+                    max,
+                    clean_only,
+                },
+        } => {
+            let mut o = voxpbx::bench::corpus::GenerateOpts::new(
+                list.unwrap_or_else(voxpbx::bench::corpus::default_list),
+                out,
+            );
+            if !voices.is_empty() {
+                o.voices = voices;
+            }
+            if !speeds.is_empty() {
+                o.speeds = speeds;
+            }
+            if clean_only {
+                o.snrs.clear();
+            }
+            o.max_lines = max;
+            match voxpbx::bench::corpus::generate(&o) {
+                Ok(n) => {
+                    println!("{n} clips in {}", o.out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("voxpbx bench corpus generate: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        BenchCmd::Stt {
+            engines,
+            corpus,
+            calls,
+            concurrency,
+            json,
+            plot,
+            target,
+            floor_only,
+        } => {
+            let opts = voxpbx::bench::stt::SttOpts {
+                engines,
+                corpus,
+                calls,
+                concurrency,
+                json,
+                plot,
+                target: target.unwrap_or_else(voxpbx::runtime::default_conf_dir),
+                floor_only,
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("voxpbx: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(voxpbx::bench::stt::run(opts)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("voxpbx bench stt: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }
 
 fn init_logging(filter: &str, log_file: Option<PathBuf>) {
@@ -113,6 +258,7 @@ fn init_logging(filter: &str, log_file: Option<PathBuf>) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Bench { cmd } => bench_main(cmd),
         Cmd::Run {
             config,
             foreground,
