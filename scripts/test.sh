@@ -3,11 +3,11 @@
 # (SIPp, Python AMI/AGI/AEAP clients, espeak-ng speech through the Whisper model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --deps
 export VOXPBX_PYTHON="$PWD/tests/python/.venv/bin/python"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --release --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --release --locked -- --test-threads=2
+cargo test --locked -- --test-threads=2
