@@ -451,8 +451,11 @@ fn clip_index(channel: &str) -> Option<usize> {
     if !tail.ends_with(";2") {
         return None;
     }
-    idx.parse().ok()
+    idx.parse::<usize>().ok()?.checked_sub(EXTEN_BASE)
 }
+
+/// Clip i is dialled as extension EXTEN_BASE + i (`_X.` needs at least two digits).
+const EXTEN_BASE: usize = 1000;
 
 /// CPU seconds (utime + stime) of a process.
 pub fn proc_cpu_s(pid: u32) -> Option<f64> {
@@ -524,7 +527,8 @@ async fn run_pipeline(
             let c = &clips[next];
             let wav = std::fs::canonicalize(&c.wav).unwrap_or_else(|_| c.wav.clone());
             let a = format!(
-                "Action: Originate\r\nActionID: o{next}\r\nChannel: Local/{next}@bench\r\nApplication: Playback\r\nData: {}\r\nAsync: true\r\nTimeout: 10000\r\n\r\n",
+                "Action: Originate\r\nActionID: o{next}\r\nChannel: Local/{}@bench\r\nApplication: Playback\r\nData: {}\r\nAsync: true\r\nTimeout: 10000\r\n\r\n",
+                EXTEN_BASE + next,
                 wav.display()
             );
             w.write_all(a.as_bytes()).await?;
@@ -1012,7 +1016,7 @@ mod tests {
 
     #[test]
     fn channel_index() {
-        assert_eq!(clip_index("Local/12@bench-0000001a;2"), Some(12));
+        assert_eq!(clip_index("Local/1012@bench-0000001a;2"), Some(12));
         assert_eq!(clip_index("Local/12@bench-0000001a;1"), None);
         assert_eq!(clip_index("PJSIP/x"), None);
     }
