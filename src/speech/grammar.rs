@@ -39,7 +39,10 @@ pub enum GrammarError {
 }
 
 fn syntax(line: usize, message: impl Into<String>) -> GrammarError {
-    GrammarError::Syntax { line, message: message.into() }
+    GrammarError::Syntax {
+        line,
+        message: message.into(),
+    }
 }
 
 /// One expanded phrase.
@@ -56,7 +59,11 @@ pub struct GrammarEntry {
 impl GrammarEntry {
     pub fn new(phrase: &str, tag: Option<String>) -> GrammarEntry {
         let phrase = phrase.split_whitespace().collect::<Vec<_>>().join(" ");
-        GrammarEntry { tokens: normalize(&phrase), phrase, tag }
+        GrammarEntry {
+            tokens: normalize(&phrase),
+            phrase,
+            tag,
+        }
     }
     pub fn tokens(&self) -> &[String] {
         &self.tokens
@@ -93,9 +100,15 @@ impl Grammar {
     /// Load by extension: `.xml`/`.grxml` SRGS, `.txt`/`.gram` phrase list; other names are
     /// sniffed (a first non-blank `<` means XML).
     pub fn load(name: &str, path: &Path) -> Result<Grammar, GrammarError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| GrammarError::Io { path: path.display().to_string(), error: e.to_string() })?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let text = std::fs::read_to_string(path).map_err(|e| GrammarError::Io {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        })?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match ext.as_str() {
             "xml" | "grxml" | "srgs" => Grammar::parse_srgs(name, &text),
             "txt" | "gram" => Grammar::parse_phrase_list(name, &text),
@@ -158,10 +171,18 @@ impl Grammar {
     pub fn parse_srgs(name: &str, text: &str) -> Result<Grammar, GrammarError> {
         let root = xml::parse(text)?;
         if local(&root.name) != "grammar" {
-            return Err(syntax(root.line, format!("root element is <{}>, expected <grammar>", root.name)));
+            return Err(syntax(
+                root.line,
+                format!("root element is <{}>, expected <grammar>", root.name),
+            ));
         }
-        if root.attr("mode").is_some_and(|m| m.eq_ignore_ascii_case("dtmf")) {
-            return Err(GrammarError::Invalid("DTMF-mode grammars are not supported".into()));
+        if root
+            .attr("mode")
+            .is_some_and(|m| m.eq_ignore_ascii_case("dtmf"))
+        {
+            return Err(GrammarError::Invalid(
+                "DTMF-mode grammars are not supported".into(),
+            ));
         }
         let mut rules: HashMap<String, &xml::Element> = HashMap::new();
         let mut first_rule = None;
@@ -200,12 +221,19 @@ impl Grammar {
 
     fn finish(name: &str, entries: Vec<GrammarEntry>) -> Result<Grammar, GrammarError> {
         if entries.is_empty() {
-            return Err(GrammarError::Invalid(format!("grammar '{name}' has no phrases")));
+            return Err(GrammarError::Invalid(format!(
+                "grammar '{name}' has no phrases"
+            )));
         }
-        Ok(Grammar { name: name.to_string(), entries })
+        Ok(Grammar {
+            name: name.to_string(),
+            entries,
+        })
     }
 
-    /// Distinct phrases, in grammar order, joined for a recognizer prompt (at most `max_chars`).
+    /// Distinct phrases, in grammar order, as short sentences for a recognizer prompt
+    /// ("Sales. Technical support."), at most `max_chars`. Sentences rather than a comma list:
+    /// with a comma list Whisper tends to continue the list ("sales, sales, sales").
     pub fn prompt_text(&self, max_chars: usize) -> String {
         let mut out = String::new();
         let mut seen = std::collections::HashSet::new();
@@ -213,12 +241,19 @@ impl Grammar {
             if !seen.insert(e.phrase.as_str()) {
                 continue;
             }
-            let sep = if out.is_empty() { "" } else { ", " };
-            if out.len() + sep.len() + e.phrase.len() > max_chars {
+            let mut chars = e.phrase.chars();
+            let Some(first) = chars.next() else { continue };
+            let sentence: String = first
+                .to_uppercase()
+                .chain(chars)
+                .chain(std::iter::once('.'))
+                .collect();
+            let sep = if out.is_empty() { "" } else { " " };
+            if out.len() + sep.len() + sentence.len() > max_chars {
                 break;
             }
             out.push_str(sep);
-            out.push_str(&e.phrase);
+            out.push_str(&sentence);
         }
         out
     }
@@ -244,7 +279,12 @@ impl Grammar {
         // Best confidence first; among equals, the longer phrase (more specific), then order.
         scored.sort_by(|a, b| {
             b.0.cmp(&a.0)
-                .then(self.entries[b.1].tokens.len().cmp(&self.entries[a.1].tokens.len()))
+                .then(
+                    self.entries[b.1]
+                        .tokens
+                        .len()
+                        .cmp(&self.entries[a.1].tokens.len()),
+                )
                 .then(a.1.cmp(&b.1))
         });
         let mut out: Vec<GrammarMatch> = Vec::new();
@@ -253,7 +293,12 @@ impl Grammar {
             if out.iter().any(|m| m.value() == e.value()) {
                 continue;
             }
-            out.push(GrammarMatch { grammar: self.name.clone(), phrase: e.phrase.clone(), tag: e.tag.clone(), confidence: c });
+            out.push(GrammarMatch {
+                grammar: self.name.clone(),
+                phrase: e.phrase.clone(),
+                tag: e.tag.clone(),
+                confidence: c,
+            });
             if out.len() == n {
                 break;
             }
@@ -263,9 +308,17 @@ impl Grammar {
 }
 
 /// Best matches across several grammars (active grammars of a session).
-pub fn match_grammars(grammars: &[&Grammar], text: &str, threshold: i32, n: usize) -> Vec<GrammarMatch> {
-    let mut all: Vec<GrammarMatch> = grammars.iter().flat_map(|g| g.matches(text, threshold, n)).collect();
-    all.sort_by(|a, b| b.confidence.cmp(&a.confidence));
+pub fn match_grammars(
+    grammars: &[&Grammar],
+    text: &str,
+    threshold: i32,
+    n: usize,
+) -> Vec<GrammarMatch> {
+    let mut all: Vec<GrammarMatch> = grammars
+        .iter()
+        .flat_map(|g| g.matches(text, threshold, n))
+        .collect();
+    all.sort_by_key(|m| std::cmp::Reverse(m.confidence));
     all.truncate(n);
     all
 }
@@ -310,7 +363,9 @@ pub fn normalize(text: &str) -> Vec<String> {
             out.push((*d).to_string());
         } else if word.chars().all(|c| c.is_ascii_digit()) {
             out.extend(word.chars().map(|c| c.to_string()));
-        } else if word.chars().any(|c| c.is_ascii_digit()) && word.chars().all(|c| c.is_ascii_alphanumeric()) {
+        } else if word.chars().any(|c| c.is_ascii_digit())
+            && word.chars().all(|c| c.is_ascii_alphanumeric())
+        {
             // "2nd", "4g": split digits from letters.
             let mut cur = String::new();
             for c in word.chars() {
@@ -349,7 +404,52 @@ fn char_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Cost of replacing one word by another: 0 when equal, up to 1 when unrelated.
+/// American Soundex code of a word (letters only; empty when it has none).
+fn soundex(word: &str) -> String {
+    fn code(c: char) -> u8 {
+        match c {
+            'b' | 'f' | 'p' | 'v' => b'1',
+            'c' | 'g' | 'j' | 'k' | 'q' | 's' | 'x' | 'z' => b'2',
+            'd' | 't' => b'3',
+            'l' => b'4',
+            'm' | 'n' => b'5',
+            'r' => b'6',
+            'h' | 'w' => b'h',
+            _ => b'0', // vowels, y
+        }
+    }
+    let letters: Vec<char> = word
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let Some(&first) = letters.first() else {
+        return String::new();
+    };
+    let mut out = vec![first.to_ascii_uppercase() as u8];
+    let mut last = code(first);
+    for &c in &letters[1..] {
+        let k = code(c);
+        if k == b'h' {
+            continue; // h and w do not separate equal codes
+        }
+        if k != b'0' && k != last {
+            out.push(k);
+            if out.len() == 4 {
+                break;
+            }
+        }
+        last = k;
+    }
+    while out.len() < 4 {
+        out.push(b'0');
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Cost of replacing one word by another: 0 when equal, up to 1 when unrelated. Spelling
+/// distance, lowered for words that sound alike (Soundex): recognizers confuse "sales" and
+/// "sails", "billing" and "feeling".
 fn word_cost(a: &str, b: &str) -> f64 {
     if a == b {
         return 0.0;
@@ -359,7 +459,18 @@ fn word_cost(a: &str, b: &str) -> f64 {
         return 1.0;
     }
     let len = a.chars().count().max(b.chars().count());
-    char_distance(a, b) as f64 / len as f64
+    let spelled = char_distance(a, b) as f64 / len as f64;
+    let (sa, sb) = (soundex(a), soundex(b));
+    let sounded = if sa.is_empty() || sb.is_empty() {
+        1.0
+    } else if sa == sb {
+        0.25
+    } else if sa[1..] == sb[1..] && sa[1..] != *"000" {
+        0.5
+    } else {
+        1.0
+    };
+    spelled.min(sounded)
 }
 
 /// Confidence (0..=1000) that `text` says `phrase`: a semi-global alignment (transcript words
@@ -398,9 +509,11 @@ pub fn similarity(phrase: &[String], text: &[String]) -> i32 {
         std::mem::swap(&mut prev, &mut cur);
         std::mem::swap(&mut prev_span, &mut cur_span);
     }
-    let (best_j, cost) = (1..=n)
-        .map(|j| (j, prev[j]))
-        .fold((0, f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+    let (best_j, cost) =
+        (1..=n).map(|j| (j, prev[j])).fold(
+            (0, f64::INFINITY),
+            |acc, x| if x.1 < acc.1 { x } else { acc },
+        );
     let sim = (1.0 - cost / m as f64).max(0.0);
     let span = prev_span[best_j].max(1);
     let coverage = (span as f64 / n as f64).min(1.0);
@@ -462,7 +575,11 @@ impl TagValue {
                 Some(r) if r.starts_with("+=") => Out::Append(literal(&r[2..])),
                 Some(r) if r.starts_with('=') => {
                     let v = r[1..].trim();
-                    match v.strip_prefix("out").map(str::trim_start).and_then(|x| x.strip_prefix('+')) {
+                    match v
+                        .strip_prefix("out")
+                        .map(str::trim_start)
+                        .and_then(|x| x.strip_prefix('+'))
+                    {
                         Some(app) => Out::Append(literal(app)),
                         None => Out::Replace(literal(v)),
                     }
@@ -530,7 +647,9 @@ struct Expander<'a> {
 }
 
 fn too_many() -> GrammarError {
-    GrammarError::Invalid(format!("grammar expands to more than {MAX_EXPANSIONS} phrases"))
+    GrammarError::Invalid(format!(
+        "grammar expands to more than {MAX_EXPANSIONS} phrases"
+    ))
 }
 
 fn product(a: Vec<Path_>, b: &[Path_]) -> Result<Vec<Path_>, GrammarError> {
@@ -559,12 +678,17 @@ impl Expander<'_> {
 
     fn node(&self, node: &xml::Node, depth: usize) -> Result<Vec<Path_>, GrammarError> {
         if depth > MAX_DEPTH {
-            return Err(GrammarError::Invalid("rule references nest too deeply (recursive grammar?)".into()));
+            return Err(GrammarError::Invalid(
+                "rule references nest too deeply (recursive grammar?)".into(),
+            ));
         }
         match node {
             xml::Node::Text(t) => {
                 let words: Vec<String> = t.split_whitespace().map(str::to_string).collect();
-                Ok(vec![Path_ { words, tag: TagValue::default() }])
+                Ok(vec![Path_ {
+                    words,
+                    tag: TagValue::default(),
+                }])
             }
             xml::Node::Element(e) => match local(&e.name) {
                 "one-of" => {
@@ -581,7 +705,8 @@ impl Expander<'_> {
                     let body = self.children(&e.children, depth + 1)?;
                     let (min, max) = match e.attr("repeat") {
                         None => (1, 1),
-                        Some(r) => parse_repeat(r).ok_or_else(|| syntax(e.line, format!("bad repeat '{r}'")))?,
+                        Some(r) => parse_repeat(r)
+                            .ok_or_else(|| syntax(e.line, format!("bad repeat '{r}'")))?,
                     };
                     let mut out = Vec::new();
                     let mut power = vec![Path_::default()];
@@ -606,21 +731,36 @@ impl Expander<'_> {
                             other => Err(syntax(e.line, format!("unknown special rule '{other}'"))),
                         };
                     }
-                    let uri = e.attr("uri").ok_or_else(|| syntax(e.line, "<ruleref> without uri"))?;
+                    let uri = e
+                        .attr("uri")
+                        .ok_or_else(|| syntax(e.line, "<ruleref> without uri"))?;
                     let id = uri.strip_prefix('#').ok_or_else(|| {
-                        syntax(e.line, format!("external rule reference '{uri}' is not supported"))
+                        syntax(
+                            e.line,
+                            format!("external rule reference '{uri}' is not supported"),
+                        )
                     })?;
-                    let rule = self.rules.get(id).ok_or_else(|| syntax(e.line, format!("unknown rule '#{id}'")))?;
+                    let rule = self
+                        .rules
+                        .get(id)
+                        .ok_or_else(|| syntax(e.line, format!("unknown rule '#{id}'")))?;
                     self.children(&rule.children, depth + 1)
                 }
                 "tag" => {
                     let mut tag = TagValue::default();
                     tag.apply(&e.text());
-                    Ok(vec![Path_ { words: Vec::new(), tag }])
+                    Ok(vec![Path_ {
+                        words: Vec::new(),
+                        tag,
+                    }])
                 }
                 "token" => {
-                    let words: Vec<String> = e.text().split_whitespace().map(str::to_string).collect();
-                    Ok(vec![Path_ { words, tag: TagValue::default() }])
+                    let words: Vec<String> =
+                        e.text().split_whitespace().map(str::to_string).collect();
+                    Ok(vec![Path_ {
+                        words,
+                        tag: TagValue::default(),
+                    }])
                 }
                 "rule" => self.children(&e.children, depth + 1),
                 // Documentation-only or unsupported decorations are ignored.
@@ -635,7 +775,11 @@ fn parse_repeat(r: &str) -> Option<(u32, u32)> {
     let r = r.trim();
     if let Some((a, b)) = r.split_once('-') {
         let min: u32 = a.trim().parse().ok()?;
-        let max: u32 = if b.trim().is_empty() { min.max(1) + OPEN_REPEAT_MAX - 1 } else { b.trim().parse().ok()? };
+        let max: u32 = if b.trim().is_empty() {
+            min.max(1) + OPEN_REPEAT_MAX - 1
+        } else {
+            b.trim().parse().ok()?
+        };
         if max < min || max > 64 {
             return None;
         }
@@ -761,7 +905,9 @@ mod xml {
                 "quot" => Some('"'),
                 "apos" => Some('\''),
                 _ => {
-                    let code = if let Some(h) = ent.strip_prefix("#x").or_else(|| ent.strip_prefix("#X")) {
+                    let code = if let Some(h) =
+                        ent.strip_prefix("#x").or_else(|| ent.strip_prefix("#X"))
+                    {
                         u32::from_str_radix(h, 16).ok()
                     } else if let Some(d) = ent.strip_prefix('#') {
                         d.parse().ok()
@@ -790,8 +936,12 @@ mod xml {
     pub fn parse(src: &str) -> Result<Element, GrammarError> {
         let mut r = Reader { src, pos: 0 };
         // Stack of open elements; index 0 is a synthetic document node.
-        let mut stack: Vec<Element> =
-            vec![Element { name: String::new(), attrs: Vec::new(), children: Vec::new(), line: 1 }];
+        let mut stack: Vec<Element> = vec![Element {
+            name: String::new(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+            line: 1,
+        }];
         while r.pos < src.len() {
             let rest = r.rest();
             if !rest.starts_with('<') {
@@ -830,9 +980,17 @@ mod xml {
                 if stack.len() < 2 {
                     return Err(syntax(line, format!("unexpected </{name}>")));
                 }
-                let open = stack.pop().expect("stack has at least two elements, checked above");
+                let open = stack
+                    .pop()
+                    .expect("stack has at least two elements, checked above");
                 if open.name != name {
-                    return Err(syntax(line, format!("</{name}> closes <{}> (opened line {})", open.name, open.line)));
+                    return Err(syntax(
+                        line,
+                        format!(
+                            "</{name}> closes <{}> (opened line {})",
+                            open.name, open.line
+                        ),
+                    ));
                 }
                 push_child(&mut stack, Node::Element(open));
             } else {
@@ -869,21 +1027,28 @@ mod xml {
                     let rest = r.rest();
                     let q = rest.chars().next().unwrap_or(' ');
                     let value = if q == '"' || q == '\'' {
-                        let end = rest[1..]
-                            .find(q)
-                            .ok_or_else(|| syntax(line, format!("unterminated value of '{key}'")))?;
+                        let end = rest[1..].find(q).ok_or_else(|| {
+                            syntax(line, format!("unterminated value of '{key}'"))
+                        })?;
                         let v = unescape(&rest[1..1 + end]);
                         r.pos += end + 2;
                         v
                     } else {
-                        let end = rest.find(|c: char| c.is_whitespace() || c == '>' || c == '/').unwrap_or(rest.len());
+                        let end = rest
+                            .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
+                            .unwrap_or(rest.len());
                         let v = unescape(&rest[..end]);
                         r.pos += end;
                         v
                     };
                     attrs.push((key, value));
                 }
-                let el = Element { name, attrs, children: Vec::new(), line };
+                let el = Element {
+                    name,
+                    attrs,
+                    children: Vec::new(),
+                    line,
+                };
                 if self_closing {
                     if stack.len() == 1 && !stack[0].children.is_empty() {
                         return Err(syntax(line, "more than one root element"));
@@ -899,7 +1064,10 @@ mod xml {
         }
         if stack.len() > 1 {
             let open = &stack[stack.len() - 1];
-            return Err(syntax(open.line, format!("<{}> is never closed", open.name)));
+            return Err(syntax(
+                open.line,
+                format!("<{}> is never closed", open.name),
+            ));
         }
         let doc = stack.pop().expect("the document node is never popped");
         doc.children
@@ -945,9 +1113,15 @@ mod tests {
 
     #[test]
     fn normalisation() {
-        assert_eq!(toks("Please, connect me to SALES!"), ["please", "connect", "me", "to", "sales"]);
+        assert_eq!(
+            toks("Please, connect me to SALES!"),
+            ["please", "connect", "me", "to", "sales"]
+        );
         assert_eq!(toks("one two 34 five"), ["1", "2", "3", "4", "5"]);
-        assert_eq!(toks("I'd like the 2nd option"), ["id", "like", "the", "2", "nd", "option"]);
+        assert_eq!(
+            toks("I'd like the 2nd option"),
+            ["id", "like", "the", "2", "nd", "option"]
+        );
         assert_eq!(toks("[BLANK_AUDIO]"), Vec::<String>::new());
         assert_eq!(toks(" (music) yes."), ["yes"]);
         assert_eq!(toks("oh nine"), ["0", "9"]);
@@ -961,7 +1135,11 @@ mod tests {
             "# departments\nsales = sales\nsupport | technical support = support\n\nbilling\n  accounts = billing # comment\n",
         )
         .unwrap();
-        let v: Vec<(&str, Option<&str>)> = g.entries.iter().map(|e| (e.phrase.as_str(), e.tag.as_deref())).collect();
+        let v: Vec<(&str, Option<&str>)> = g
+            .entries
+            .iter()
+            .map(|e| (e.phrase.as_str(), e.tag.as_deref()))
+            .collect();
         assert_eq!(
             v,
             vec![
@@ -976,11 +1154,26 @@ mod tests {
 
     #[test]
     fn phrase_list_errors() {
-        assert!(matches!(Grammar::parse_phrase_list("x", "sales =\n"), Err(GrammarError::Syntax { line: 1, .. })));
-        assert!(matches!(Grammar::parse_phrase_list("x", "a\n | b\n"), Err(GrammarError::Syntax { line: 2, .. })));
-        assert!(matches!(Grammar::parse_phrase_list("x", "# only comments\n"), Err(GrammarError::Invalid(_))));
-        assert!(matches!(Grammar::parse_phrase_list("x", "#ABNF 1.0;\n"), Err(GrammarError::Invalid(_))));
-        assert!(matches!(Grammar::parse_phrase_list("x", "!!! = x\n"), Err(GrammarError::Syntax { .. })));
+        assert!(matches!(
+            Grammar::parse_phrase_list("x", "sales =\n"),
+            Err(GrammarError::Syntax { line: 1, .. })
+        ));
+        assert!(matches!(
+            Grammar::parse_phrase_list("x", "a\n | b\n"),
+            Err(GrammarError::Syntax { line: 2, .. })
+        ));
+        assert!(matches!(
+            Grammar::parse_phrase_list("x", "# only comments\n"),
+            Err(GrammarError::Invalid(_))
+        ));
+        assert!(matches!(
+            Grammar::parse_phrase_list("x", "#ABNF 1.0;\n"),
+            Err(GrammarError::Invalid(_))
+        ));
+        assert!(matches!(
+            Grammar::parse_phrase_list("x", "!!! = x\n"),
+            Err(GrammarError::Syntax { .. })
+        ));
     }
 
     const YESNO: &str = r##"<?xml version="1.0" encoding="UTF-8"?>
@@ -1002,11 +1195,21 @@ mod tests {
     #[test]
     fn srgs_expansion_with_tags_and_optional_ruleref() {
         let g = Grammar::parse_srgs("yn", YESNO).unwrap();
-        let v: Vec<(String, Option<String>)> = g.entries.iter().map(|e| (e.phrase.clone(), e.tag.clone())).collect();
+        let v: Vec<(String, Option<String>)> = g
+            .entries
+            .iter()
+            .map(|e| (e.phrase.clone(), e.tag.clone()))
+            .collect();
         assert!(v.contains(&("yes".into(), Some("yes".into()))), "{v:?}");
-        assert!(v.contains(&("well yeah".into(), Some("yes".into()))), "{v:?}");
+        assert!(
+            v.contains(&("well yeah".into(), Some("yes".into()))),
+            "{v:?}"
+        );
         assert!(v.contains(&("oh no".into(), Some("no".into()))), "{v:?}");
-        assert!(v.contains(&("nope & never".into(), Some("no".into()))), "{v:?}");
+        assert!(
+            v.contains(&("nope & never".into(), Some("no".into()))),
+            "{v:?}"
+        );
         assert_eq!(v.len(), 12);
     }
 
@@ -1016,7 +1219,11 @@ mod tests {
 <rule id="d"><one-of><item>one<tag>out+="1"</tag></item><item>two<tag>out = out + "2";</tag></item></one-of></rule></grammar>"##;
         let g = Grammar::parse_srgs("pin", xml).unwrap();
         assert_eq!(g.entries.len(), 4 + 8);
-        let e = g.entries.iter().find(|e| e.phrase == "two one two").unwrap();
+        let e = g
+            .entries
+            .iter()
+            .find(|e| e.phrase == "two one two")
+            .unwrap();
         assert_eq!(e.tag.as_deref(), Some("212"));
         assert_eq!(e.tokens(), ["2", "1", "2"]);
     }
@@ -1079,7 +1286,9 @@ mod tests {
         let m = g.best_match("Please connect me to sales", 500).unwrap();
         assert_eq!(m.value(), "sales");
         assert!((800..1000).contains(&m.confidence), "{m:?}");
-        let m = g.best_match("I need technical support please", 500).unwrap();
+        let m = g
+            .best_match("I need technical support please", 500)
+            .unwrap();
         assert_eq!(m.phrase, "technical support");
         let m = g.best_match("billings", 500).unwrap();
         assert_eq!(m.value(), "billing");
@@ -1091,7 +1300,7 @@ mod tests {
     #[test]
     fn nbest_distinct_values() {
         let g = departments();
-        let m = g.matches("sales support", 100, 3);
+        let m = g.matches("sales support", 300, 3);
         let vals: Vec<&str> = m.iter().map(|m| m.value()).collect();
         assert_eq!(vals.len(), 2, "{m:?}");
         assert!(vals.contains(&"sales") && vals.contains(&"support"));
@@ -1104,11 +1313,39 @@ mod tests {
 <item>zero<tag>out+="0"</tag></item><item>one<tag>out+="1"</tag></item><item>two<tag>out+="2"</tag></item>
 <item>three<tag>out+="3"</tag></item></one-of></item></rule></grammar>"##;
         let g = Grammar::parse_srgs("d", xml).unwrap();
-        assert_eq!(g.best_match("1 2 3", 900).unwrap().tag.as_deref(), Some("123"));
-        assert_eq!(g.best_match("one, two, three.", 900).unwrap().tag.as_deref(), Some("123"));
-        assert_eq!(g.best_match("3021", 900).unwrap().tag.as_deref(), Some("3021"));
+        assert_eq!(
+            g.best_match("1 2 3", 900).unwrap().tag.as_deref(),
+            Some("123")
+        );
+        assert_eq!(
+            g.best_match("one, two, three.", 900)
+                .unwrap()
+                .tag
+                .as_deref(),
+            Some("123")
+        );
+        assert_eq!(
+            g.best_match("3021", 900).unwrap().tag.as_deref(),
+            Some("3021")
+        );
         // A wrong digit is not "close".
-        assert_ne!(g.best_match("1 2 3", 0).unwrap().tag.as_deref(), Some("122"));
+        assert_ne!(
+            g.best_match("1 2 3", 0).unwrap().tag.as_deref(),
+            Some("122")
+        );
+    }
+
+    #[test]
+    fn soundex_codes() {
+        assert_eq!(soundex("Robert"), "R163");
+        assert_eq!(soundex("Rupert"), "R163");
+        assert_eq!(soundex("Ashcraft"), "A261");
+        assert_eq!(soundex("Tymczak"), "T522");
+        assert_eq!(soundex("sales"), soundex("sails"));
+        assert_eq!(soundex("123"), "");
+        assert!(word_cost("sales", "sails") <= 0.25);
+        assert!(word_cost("billing", "feeling") <= 0.5);
+        assert_eq!(word_cost("yes", "no"), 1.0);
     }
 
     #[test]
@@ -1123,8 +1360,11 @@ mod tests {
     #[test]
     fn prompt_text_is_bounded() {
         let g = departments();
-        assert_eq!(g.prompt_text(1000), "sales, sales department, support, technical support, billing, accounts");
-        assert_eq!(g.prompt_text(14), "sales");
+        assert_eq!(
+            g.prompt_text(1000),
+            "Sales. Sales department. Support. Technical support. Billing. Accounts."
+        );
+        assert_eq!(g.prompt_text(14), "Sales.");
     }
 
     #[test]
@@ -1135,9 +1375,17 @@ mod tests {
             assert!(!g.entries.is_empty());
         }
         let d = Grammar::load("departments", &dir.join("departments.gram")).unwrap();
-        assert_eq!(d.best_match("connect me to billing please", 500).unwrap().value(), "billing");
+        assert_eq!(
+            d.best_match("connect me to billing please", 500)
+                .unwrap()
+                .value(),
+            "billing"
+        );
         let digits = Grammar::load("digits", &dir.join("digits.xml")).unwrap();
-        assert_eq!(digits.best_match("four five six", 900).unwrap().value(), "456");
+        assert_eq!(
+            digits.best_match("four five six", 900).unwrap().value(),
+            "456"
+        );
         let yn = Grammar::load("yes-no", &dir.join("yes-no.gram")).unwrap();
         assert_eq!(yn.best_match("Yeah, sure.", 500).unwrap().value(), "yes");
     }

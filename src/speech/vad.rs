@@ -74,7 +74,11 @@ pub enum VadEvent {
     /// Speech resumed after a `Pause`: drop the speculative work.
     Resume,
     /// The utterance is complete; it spans `speech_start_ms..speech_end_ms`.
-    Endpoint { speech_start_ms: u64, speech_end_ms: u64, reason: EndReason },
+    Endpoint {
+        speech_start_ms: u64,
+        speech_end_ms: u64,
+        reason: EndReason,
+    },
     /// No speech before `no_input_ms`.
     NoInput,
 }
@@ -167,10 +171,15 @@ impl Endpointer {
                     self.voiced_ms += frame_ms;
                     self.gap_ms = 0;
                     if self.voiced_ms >= self.cfg.min_speech_ms.max(1) {
-                        self.phase = Phase::Speech { start_ms: self.run_start_ms };
+                        self.phase = Phase::Speech {
+                            start_ms: self.run_start_ms,
+                        };
                         self.last_voiced_end_ms = end;
                         self.paused = false;
-                        return Some(VadEvent::Onset { speech_start_ms: self.run_start_ms, at_ms: end });
+                        return Some(VadEvent::Onset {
+                            speech_start_ms: self.run_start_ms,
+                            at_ms: end,
+                        });
                     }
                 } else if self.voiced_ms > 0 {
                     self.gap_ms += frame_ms;
@@ -189,7 +198,9 @@ impl Endpointer {
                 if voiced {
                     self.last_voiced_end_ms = end;
                 }
-                if self.cfg.max_utterance_ms > 0 && end - start_ms >= u64::from(self.cfg.max_utterance_ms) {
+                if self.cfg.max_utterance_ms > 0
+                    && end - start_ms >= u64::from(self.cfg.max_utterance_ms)
+                {
                     self.phase = Phase::Finished;
                     return Some(VadEvent::Endpoint {
                         speech_start_ms: start_ms,
@@ -213,9 +224,14 @@ impl Endpointer {
                         reason: EndReason::Silence,
                     });
                 }
-                if self.cfg.speculative_ms > 0 && !self.paused && silence >= u64::from(self.cfg.speculative_ms) {
+                if self.cfg.speculative_ms > 0
+                    && !self.paused
+                    && silence >= u64::from(self.cfg.speculative_ms)
+                {
                     self.paused = true;
-                    return Some(VadEvent::Pause { speech_end_ms: self.last_voiced_end_ms });
+                    return Some(VadEvent::Pause {
+                        speech_end_ms: self.last_voiced_end_ms,
+                    });
                 }
                 None
             }
@@ -340,7 +356,11 @@ impl Vad {
             if self.fill == self.chunk_len {
                 self.fill = 0;
                 // The chunk has exactly the length libfvad accepts, so this cannot be Err.
-                let voiced = self.detector.0.is_voice_segment(&self.chunk).unwrap_or(false);
+                let voiced = self
+                    .detector
+                    .0
+                    .is_voice_segment(&self.chunk)
+                    .unwrap_or(false);
                 if let Some(ev) = self.endpointer.step(voiced, VAD_CHUNK_MS) {
                     on_event(ev);
                 }
@@ -381,7 +401,17 @@ mod tests {
     fn clicks_do_not_start_speech() {
         let mut ep = Endpointer::new(cfg());
         // Isolated 20-40 ms clicks separated by > onset_gap silence.
-        let ev = run(&mut ep, &[(true, 1), (false, 5), (true, 2), (false, 5), (true, 3), (false, 10)]);
+        let ev = run(
+            &mut ep,
+            &[
+                (true, 1),
+                (false, 5),
+                (true, 2),
+                (false, 5),
+                (true, 3),
+                (false, 10),
+            ],
+        );
         assert!(ev.is_empty(), "{ev:?}");
         assert!(!ep.in_speech());
     }
@@ -390,7 +420,16 @@ mod tests {
     fn onset_after_min_speech_with_start_time() {
         let mut ep = Endpointer::new(cfg());
         let ev = run(&mut ep, &[(false, 10), (true, 4)]);
-        assert_eq!(ev, vec![(280, VadEvent::Onset { speech_start_ms: 200, at_ms: 280 })]);
+        assert_eq!(
+            ev,
+            vec![(
+                280,
+                VadEvent::Onset {
+                    speech_start_ms: 200,
+                    at_ms: 280
+                }
+            )]
+        );
         assert_eq!(ep.speech_start_ms(), Some(200));
     }
 
@@ -399,7 +438,16 @@ mod tests {
         let mut ep = Endpointer::new(cfg());
         // 40 ms voiced, 40 ms gap (tolerated), 40 ms voiced -> onset at 120 ms, start 0.
         let ev = run(&mut ep, &[(true, 2), (false, 2), (true, 2)]);
-        assert_eq!(ev, vec![(120, VadEvent::Onset { speech_start_ms: 0, at_ms: 120 })]);
+        assert_eq!(
+            ev,
+            vec![(
+                120,
+                VadEvent::Onset {
+                    speech_start_ms: 0,
+                    at_ms: 120
+                }
+            )]
+        );
     }
 
     #[test]
@@ -409,11 +457,26 @@ mod tests {
         assert_eq!(
             ev,
             vec![
-                (80, VadEvent::Onset { speech_start_ms: 0, at_ms: 80 }),
-                (1200, VadEvent::Pause { speech_end_ms: 1000 }),
+                (
+                    80,
+                    VadEvent::Onset {
+                        speech_start_ms: 0,
+                        at_ms: 80
+                    }
+                ),
+                (
+                    1200,
+                    VadEvent::Pause {
+                        speech_end_ms: 1000
+                    }
+                ),
                 (
                     1500,
-                    VadEvent::Endpoint { speech_start_ms: 0, speech_end_ms: 1000, reason: EndReason::Silence }
+                    VadEvent::Endpoint {
+                        speech_start_ms: 0,
+                        speech_end_ms: 1000,
+                        reason: EndReason::Silence
+                    }
                 ),
             ]
         );
@@ -430,11 +493,18 @@ mod tests {
         assert_eq!(
             kinds,
             vec![
-                VadEvent::Onset { speech_start_ms: 0, at_ms: 80 },
+                VadEvent::Onset {
+                    speech_start_ms: 0,
+                    at_ms: 80
+                },
                 VadEvent::Pause { speech_end_ms: 200 },
                 VadEvent::Resume,
                 VadEvent::Pause { speech_end_ms: 540 },
-                VadEvent::Endpoint { speech_start_ms: 0, speech_end_ms: 540, reason: EndReason::Silence },
+                VadEvent::Endpoint {
+                    speech_start_ms: 0,
+                    speech_end_ms: 540,
+                    reason: EndReason::Silence
+                },
             ]
         );
         assert_eq!(ev[2].0, 460);
@@ -450,7 +520,10 @@ mod tests {
 
     #[test]
     fn speculative_disabled() {
-        let mut ep = Endpointer::new(EndpointConfig { speculative_ms: 0, ..cfg() });
+        let mut ep = Endpointer::new(EndpointConfig {
+            speculative_ms: 0,
+            ..cfg()
+        });
         let ev = run(&mut ep, &[(true, 10), (false, 30)]);
         assert!(!ev.iter().any(|e| matches!(e.1, VadEvent::Pause { .. })));
         assert!(ev.iter().any(|e| matches!(e.1, VadEvent::Endpoint { .. })));
@@ -458,7 +531,10 @@ mod tests {
 
     #[test]
     fn no_input_timeout() {
-        let mut ep = Endpointer::new(EndpointConfig { no_input_ms: 1000, ..cfg() });
+        let mut ep = Endpointer::new(EndpointConfig {
+            no_input_ms: 1000,
+            ..cfg()
+        });
         let ev = run(&mut ep, &[(false, 49), (true, 1), (false, 10)]);
         assert_eq!(ev, vec![(1000, VadEvent::NoInput)]);
         assert!(ep.is_finished());
@@ -466,14 +542,21 @@ mod tests {
 
     #[test]
     fn no_input_disabled_waits_forever() {
-        let mut ep = Endpointer::new(EndpointConfig { no_input_ms: 0, ..cfg() });
+        let mut ep = Endpointer::new(EndpointConfig {
+            no_input_ms: 0,
+            ..cfg()
+        });
         let ev = run(&mut ep, &[(false, 10_000)]);
         assert!(ev.is_empty());
     }
 
     #[test]
     fn no_input_does_not_fire_once_speaking() {
-        let mut ep = Endpointer::new(EndpointConfig { no_input_ms: 300, endpoint_ms: 2000, ..cfg() });
+        let mut ep = Endpointer::new(EndpointConfig {
+            no_input_ms: 300,
+            endpoint_ms: 2000,
+            ..cfg()
+        });
         let ev = run(&mut ep, &[(true, 50)]);
         assert_eq!(ev.len(), 1);
         assert!(matches!(ev[0].1, VadEvent::Onset { .. }));
@@ -481,13 +564,20 @@ mod tests {
 
     #[test]
     fn max_utterance_cuts_long_speech() {
-        let mut ep = Endpointer::new(EndpointConfig { max_utterance_ms: 2000, ..cfg() });
+        let mut ep = Endpointer::new(EndpointConfig {
+            max_utterance_ms: 2000,
+            ..cfg()
+        });
         let ev = run(&mut ep, &[(false, 5), (true, 200)]);
         assert_eq!(
             ev.last().copied(),
             Some((
                 2100,
-                VadEvent::Endpoint { speech_start_ms: 100, speech_end_ms: 2100, reason: EndReason::MaxLength }
+                VadEvent::Endpoint {
+                    speech_start_ms: 100,
+                    speech_end_ms: 2100,
+                    reason: EndReason::MaxLength
+                }
             ))
         );
     }
@@ -496,11 +586,22 @@ mod tests {
     fn live_config_change_applies() {
         let mut ep = Endpointer::new(cfg());
         run(&mut ep, &[(true, 10)]);
-        ep.set_config(EndpointConfig { endpoint_ms: 100, speculative_ms: 0, ..cfg() });
+        ep.set_config(EndpointConfig {
+            endpoint_ms: 100,
+            speculative_ms: 0,
+            ..cfg()
+        });
         let ev = run(&mut ep, &[(false, 5)]);
         assert_eq!(
             ev,
-            vec![(300, VadEvent::Endpoint { speech_start_ms: 0, speech_end_ms: 200, reason: EndReason::Silence })]
+            vec![(
+                300,
+                VadEvent::Endpoint {
+                    speech_start_ms: 0,
+                    speech_end_ms: 200,
+                    reason: EndReason::Silence
+                }
+            )]
         );
     }
 
@@ -513,13 +614,28 @@ mod tests {
         assert_eq!(ep.now_ms(), 0);
         assert!(!ep.is_finished());
         let ev = run(&mut ep, &[(true, 4)]);
-        assert_eq!(ev, vec![(80, VadEvent::Onset { speech_start_ms: 0, at_ms: 80 })]);
+        assert_eq!(
+            ev,
+            vec![(
+                80,
+                VadEvent::Onset {
+                    speech_start_ms: 0,
+                    at_ms: 80
+                }
+            )]
+        );
     }
 
     #[test]
     fn vad_rejects_bad_rate_and_mode() {
-        assert_eq!(Vad::new(44100, 2, cfg()).unwrap_err(), VadError::UnsupportedRate(44100));
-        assert_eq!(Vad::new(8000, 7, cfg()).unwrap_err(), VadError::BadAggressiveness(7));
+        assert_eq!(
+            Vad::new(44100, 2, cfg()).unwrap_err(),
+            VadError::UnsupportedRate(44100)
+        );
+        assert_eq!(
+            Vad::new(8000, 7, cfg()).unwrap_err(),
+            VadError::BadAggressiveness(7)
+        );
     }
 
     /// A synthetic vowel-like signal: harmonics of 150 Hz with a slow envelope.
@@ -528,14 +644,24 @@ mod tests {
         (0..n)
             .map(|i| {
                 let t = i as f32 / rate as f32;
-                let s: f32 = (1..=12).map(|h| (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32).sum();
+                let s: f32 = (1..=12)
+                    .map(|h| (2.0 * std::f32::consts::PI * 150.0 * h as f32 * t).sin() / h as f32)
+                    .sum();
                 (s * 6000.0) as i16
             })
             .collect()
     }
 
     fn run_vad(rate: u32, frame_ms: u32) {
-        let mut vad = Vad::new(rate, 2, EndpointConfig { speculative_ms: 0, ..cfg() }).unwrap();
+        let mut vad = Vad::new(
+            rate,
+            2,
+            EndpointConfig {
+                speculative_ms: 0,
+                ..cfg()
+            },
+        )
+        .unwrap();
         let mut audio = vec![0i16; (rate / 1000 * 400) as usize];
         audio.extend(voice(rate, 800));
         audio.extend(vec![0i16; (rate / 1000 * 800) as usize]);
@@ -549,7 +675,11 @@ mod tests {
             "{events:?}"
         );
         match events.last() {
-            Some(VadEvent::Endpoint { speech_end_ms, reason: EndReason::Silence, .. }) => {
+            Some(VadEvent::Endpoint {
+                speech_end_ms,
+                reason: EndReason::Silence,
+                ..
+            }) => {
                 assert!((1100..=1400).contains(speech_end_ms), "{events:?}")
             }
             other => panic!("expected endpoint, got {other:?}"),
