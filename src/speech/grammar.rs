@@ -231,7 +231,9 @@ impl Grammar {
         })
     }
 
-    /// Distinct phrases, in grammar order, joined for a recognizer prompt (at most `max_chars`).
+    /// Distinct phrases, in grammar order, as short sentences for a recognizer prompt
+    /// ("Sales. Technical support."), at most `max_chars`. Sentences rather than a comma list:
+    /// with a comma list Whisper tends to continue the list ("sales, sales, sales").
     pub fn prompt_text(&self, max_chars: usize) -> String {
         let mut out = String::new();
         let mut seen = std::collections::HashSet::new();
@@ -239,12 +241,19 @@ impl Grammar {
             if !seen.insert(e.phrase.as_str()) {
                 continue;
             }
-            let sep = if out.is_empty() { "" } else { ", " };
-            if out.len() + sep.len() + e.phrase.len() > max_chars {
+            let mut chars = e.phrase.chars();
+            let Some(first) = chars.next() else { continue };
+            let sentence: String = first
+                .to_uppercase()
+                .chain(chars)
+                .chain(std::iter::once('.'))
+                .collect();
+            let sep = if out.is_empty() { "" } else { " " };
+            if out.len() + sep.len() + sentence.len() > max_chars {
                 break;
             }
             out.push_str(sep);
-            out.push_str(&e.phrase);
+            out.push_str(&sentence);
         }
         out
     }
@@ -309,7 +318,7 @@ pub fn match_grammars(
         .iter()
         .flat_map(|g| g.matches(text, threshold, n))
         .collect();
-    all.sort_by(|a, b| b.confidence.cmp(&a.confidence));
+    all.sort_by_key(|m| std::cmp::Reverse(m.confidence));
     all.truncate(n);
     all
 }
@@ -395,7 +404,52 @@ fn char_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Cost of replacing one word by another: 0 when equal, up to 1 when unrelated.
+/// American Soundex code of a word (letters only; empty when it has none).
+fn soundex(word: &str) -> String {
+    fn code(c: char) -> u8 {
+        match c {
+            'b' | 'f' | 'p' | 'v' => b'1',
+            'c' | 'g' | 'j' | 'k' | 'q' | 's' | 'x' | 'z' => b'2',
+            'd' | 't' => b'3',
+            'l' => b'4',
+            'm' | 'n' => b'5',
+            'r' => b'6',
+            'h' | 'w' => b'h',
+            _ => b'0', // vowels, y
+        }
+    }
+    let letters: Vec<char> = word
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let Some(&first) = letters.first() else {
+        return String::new();
+    };
+    let mut out = vec![first.to_ascii_uppercase() as u8];
+    let mut last = code(first);
+    for &c in &letters[1..] {
+        let k = code(c);
+        if k == b'h' {
+            continue; // h and w do not separate equal codes
+        }
+        if k != b'0' && k != last {
+            out.push(k);
+            if out.len() == 4 {
+                break;
+            }
+        }
+        last = k;
+    }
+    while out.len() < 4 {
+        out.push(b'0');
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Cost of replacing one word by another: 0 when equal, up to 1 when unrelated. Spelling
+/// distance, lowered for words that sound alike (Soundex): recognizers confuse "sales" and
+/// "sails", "billing" and "feeling".
 fn word_cost(a: &str, b: &str) -> f64 {
     if a == b {
         return 0.0;
@@ -405,7 +459,18 @@ fn word_cost(a: &str, b: &str) -> f64 {
         return 1.0;
     }
     let len = a.chars().count().max(b.chars().count());
-    char_distance(a, b) as f64 / len as f64
+    let spelled = char_distance(a, b) as f64 / len as f64;
+    let (sa, sb) = (soundex(a), soundex(b));
+    let sounded = if sa.is_empty() || sb.is_empty() {
+        1.0
+    } else if sa == sb {
+        0.25
+    } else if sa[1..] == sb[1..] && sa[1..] != *"000" {
+        0.5
+    } else {
+        1.0
+    };
+    spelled.min(sounded)
 }
 
 /// Confidence (0..=1000) that `text` says `phrase`: a semi-global alignment (transcript words
@@ -1235,7 +1300,7 @@ mod tests {
     #[test]
     fn nbest_distinct_values() {
         let g = departments();
-        let m = g.matches("sales support", 100, 3);
+        let m = g.matches("sales support", 300, 3);
         let vals: Vec<&str> = m.iter().map(|m| m.value()).collect();
         assert_eq!(vals.len(), 2, "{m:?}");
         assert!(vals.contains(&"sales") && vals.contains(&"support"));
@@ -1271,6 +1336,19 @@ mod tests {
     }
 
     #[test]
+    fn soundex_codes() {
+        assert_eq!(soundex("Robert"), "R163");
+        assert_eq!(soundex("Rupert"), "R163");
+        assert_eq!(soundex("Ashcraft"), "A261");
+        assert_eq!(soundex("Tymczak"), "T522");
+        assert_eq!(soundex("sales"), soundex("sails"));
+        assert_eq!(soundex("123"), "");
+        assert!(word_cost("sales", "sails") <= 0.25);
+        assert!(word_cost("billing", "feeling") <= 0.5);
+        assert_eq!(word_cost("yes", "no"), 1.0);
+    }
+
+    #[test]
     fn similarity_properties() {
         let s = |a: &str, b: &str| similarity(&toks(a), &toks(b));
         assert_eq!(s("sales", "sales"), 1000);
@@ -1284,9 +1362,9 @@ mod tests {
         let g = departments();
         assert_eq!(
             g.prompt_text(1000),
-            "sales, sales department, support, technical support, billing, accounts"
+            "Sales. Sales department. Support. Technical support. Billing. Accounts."
         );
-        assert_eq!(g.prompt_text(14), "sales");
+        assert_eq!(g.prompt_text(14), "Sales.");
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //!   bounded: a full pool fails the recognition with a busy error, it never stalls (lever 6).
 //! - `audio_ctx` is sized to the utterance, falling back to the full window when that yields
 //!   nothing (lever 1). After `speculative_ms` of silence the utterance is decoded speculatively;
-//!   speech resuming aborts it, silence reaching the endpoint makes it the result (lever 2).
+//!   speech resuming cancels it (skipped if its encoder has not started, discarded otherwise),
+//!   silence reaching the endpoint makes it the result (lever 2).
 //!
 //! Results: the transcript and a score (mean token probability x 1000). With active grammars
 //! the best phrase's tag (or the phrase) becomes the text, the match confidence the score and
@@ -48,7 +49,6 @@ use crate::speech::engine::{
 };
 use crate::speech::grammar::{self, Grammar};
 use crate::speech::vad::{EndReason, EndpointConfig, Vad, VadEvent};
-use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rubato::{FftFixedInOut, Resampler};
@@ -75,14 +75,17 @@ const PROMPT_MAX_CHARS: usize = 400;
 const PROMPT_MAX_TOKENS: usize = 150;
 /// The encoder produces 50 frames per second of audio (320 samples at 16 kHz).
 const SAMPLES_PER_CTX: usize = 320;
-/// Frames added to the utterance's own when sizing `audio_ctx`.
-const AUDIO_CTX_MARGIN: i32 = 64;
-const AUDIO_CTX_MIN: i32 = 128;
+/// Frames added to the utterance's own when sizing `audio_ctx`, and the smallest window used:
+/// measured with tiny.en on espeak clips, windows under 256 frames make Whisper loop
+/// ("Technical support. Technical support. ...") on 1-2 s utterances.
+const AUDIO_CTX_MARGIN: i32 = 128;
+const AUDIO_CTX_MIN: i32 = 256;
 
 /// Encoder window size policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AudioCtx {
-    /// Sized to the utterance (+ margin), full window when that yields no text.
+    /// Sized to the utterance (+ margin); the full window when that yields no text or a
+    /// repetition loop.
     Auto,
     /// The model's full 30 s window.
     Full,
@@ -255,7 +258,9 @@ impl WhisperSettings {
                 } else if l.is_empty() || l.contains('\0') {
                     return Err(format!("unknown language '{v}'"));
                 } else {
-                    // Accepts codes and names ("de", "german"); stored as the code.
+                    // Accepts codes and names ("de", "german"); stored as the code. (The hooks
+                    // keep whisper.cpp from printing "unknown language" on stderr.)
+                    whisper_rs::install_logging_hooks();
                     whisper_rs::get_lang_id(&l)
                         .and_then(whisper_rs::get_lang_str)
                         .ok_or_else(|| format!("unknown language '{v}'"))?
@@ -488,6 +493,8 @@ pub struct Transcript {
     pub audio_ctx: i32,
     /// The sized window gave no text and the full window was used.
     pub fallback: bool,
+    /// The decode looped ("sales. sales. sales.") and was cut after the first occurrence.
+    pub loop_cut: bool,
 }
 
 #[derive(Clone)]
@@ -555,10 +562,8 @@ struct Worker {
     state: WhisperState,
     eot: i32,
     n_audio_ctx: i32,
-    /// Cancel flag of the job being decoded, read by whisper.cpp's abort callback.
-    abort: Arc<ArcSwapOption<AtomicBool>>,
-    /// Base parameters per (language, beam size). whisper-rs leaks the language CString and
-    /// the abort closure each time they are set, so they are set once here and cloned per job.
+    /// Base parameters per (language, beam size), built once and cloned per job (whisper-rs
+    /// copies the language into a CString it never frees, so it is set once per worker).
     params: HashMap<(String, u32), FullParams<'static, 'static>>,
     up8k: Option<Upsampler>,
     pcm16: Vec<f32>,
@@ -566,7 +571,6 @@ struct Worker {
 
 impl Worker {
     fn base_params(&mut self, language: &str, beam: u32) -> &FullParams<'static, 'static> {
-        let abort = self.abort.clone();
         self.params
             .entry((language.to_string(), beam))
             .or_insert_with(|| {
@@ -602,33 +606,39 @@ impl Worker {
                 p.set_temperature(0.0);
                 // No temperature fallback re-decodes: they multiply latency on short commands.
                 p.set_temperature_inc(0.0);
-                p.set_abort_callback_safe(move || {
-                    abort
-                        .load()
-                        .as_ref()
-                        .is_some_and(|f| f.load(Ordering::Relaxed))
-                });
                 p
             })
     }
 
+    /// One `whisper_full` run. The second value is true when the output looks like a
+    /// repetition loop (it hit the token cap or repeats itself).
     fn decode(
         &mut self,
         pcm: &[f32],
         audio_ctx: i32,
         opts: &JobOptions,
         cancel: &Arc<AtomicBool>,
-    ) -> Result<Transcript, String> {
+        max_tokens: i32,
+    ) -> Result<(Transcript, bool), String> {
         let base = self.base_params(&opts.language, opts.beam_size).clone();
         let mut p: FullParams<'static, '_> = base;
         p.set_n_threads(opts.threads as i32);
         p.set_audio_ctx(audio_ctx);
+        p.set_max_tokens(max_tokens);
         if !opts.prompt_tokens.is_empty() {
             p.set_tokens(&opts.prompt_tokens);
         }
-        self.abort.store(Some(cancel.clone()));
+        // Cancellation: whisper.cpp asks `encoder_begin` before running the encoder (the bulk
+        // of the work on short utterances). whisper-rs 0.16's `set_abort_callback_safe` is not
+        // used: its trampoline casts the boxed `dyn FnMut` back to the concrete closure type
+        // and crashes.
+        // SAFETY: the callback only reads the AtomicBool behind `user_data`; `cancel` (an Arc
+        // held by the job) outlives this `full` call, and the params are dropped with it.
+        unsafe {
+            p.set_start_encoder_callback(Some(encoder_begin));
+            p.set_start_encoder_callback_user_data(Arc::as_ptr(cancel) as *mut std::ffi::c_void);
+        }
         let r = self.state.full(p, pcm);
-        self.abort.store(None);
         if cancel.load(Ordering::Acquire) {
             return Err(CANCELLED.into());
         }
@@ -661,14 +671,27 @@ impl Worker {
         } else {
             ((psum / f64::from(pn)) * 1000.0).round() as i32
         };
-        Ok(Transcript {
-            text,
-            score: score.clamp(0, 1000),
-            audio_secs: 0.0,
-            inference_secs: 0.0,
-            audio_ctx,
-            fallback: false,
-        })
+        // A loop either runs into the token cap (cut it at its second occurrence) or repeats
+        // three times within it.
+        let capped = pn as i32 >= max_tokens - 1;
+        let cut = loop_cut(&text, if capped { 2 } else { 3 });
+        let runaway = capped || cut.is_some();
+        let loop_cut = cut.is_some();
+        if let Some(c) = cut {
+            text = c;
+        }
+        Ok((
+            Transcript {
+                text,
+                score: score.clamp(0, 1000),
+                audio_secs: 0.0,
+                inference_secs: 0.0,
+                audio_ctx,
+                fallback: false,
+                loop_cut,
+            },
+            runaway,
+        ))
     }
 
     fn run(&mut self, job: &Job) -> Result<Transcript, String> {
@@ -703,14 +726,62 @@ impl Worker {
             pcm16.resize(MIN_SAMPLES_16K, 0.0);
         }
         let ctx = job.opts.audio_ctx.resolve(pcm16.len(), self.n_audio_ctx);
-        let mut t = self.decode(pcm16, ctx, &job.opts, &job.cancel)?;
-        if t.text.is_empty() && ctx != 0 && job.opts.audio_ctx == AudioCtx::Auto {
-            t = self.decode(pcm16, 0, &job.opts, &job.cancel)?;
+        let max_tokens = max_tokens_for(audio_secs);
+        let (mut t, runaway) = self.decode(pcm16, ctx, &job.opts, &job.cancel, max_tokens)?;
+        // A loop that could not be cut to something useful, or nothing at all: decode again
+        // with the full window (what the model was trained on).
+        let useless = t.text.is_empty() || (runaway && !t.loop_cut);
+        if useless && ctx != 0 && job.opts.audio_ctx == AudioCtx::Auto {
+            t = self.decode(pcm16, 0, &job.opts, &job.cancel, max_tokens)?.0;
             t.fallback = true;
         }
         t.audio_secs = audio_secs;
         Ok(t)
     }
+}
+
+/// `encoder_begin_callback`: false (skip the decode) once the job is cancelled. Generic over
+/// the opaque context/state types, which whisper-rs exports only with its `raw-api` feature.
+unsafe extern "C" fn encoder_begin<C, S>(
+    _ctx: *mut C,
+    _state: *mut S,
+    user_data: *mut std::ffi::c_void,
+) -> bool {
+    // SAFETY: `user_data` is `Arc::as_ptr` of the job's cancel flag, alive during the call
+    // (see `Worker::decode`).
+    let cancel = unsafe { &*(user_data as *const AtomicBool) };
+    !cancel.load(Ordering::Acquire)
+}
+
+/// Token cap for an utterance: ample for speech (people say well under 7 tokens a second),
+/// small enough to stop a repetition loop early.
+fn max_tokens_for(audio_secs: f64) -> i32 {
+    ((audio_secs * 7.0) as i32 + 12).clamp(20, 220)
+}
+
+/// If the transcript repeats a phrase `repeats` times in a row (a decoding loop: "Technical
+/// support. Technical support. Technical support."), the text up to the end of its first
+/// occurrence; words are compared normalised, the original spelling is kept.
+fn loop_cut(text: &str, repeats: usize) -> Option<String> {
+    let orig: Vec<&str> = text.split_whitespace().collect();
+    let words: Vec<String> = orig
+        .iter()
+        .map(|w| grammar::normalize(w).join(" "))
+        .collect();
+    let n = words.len();
+    let repeats = repeats.max(2);
+    for i in 0..n {
+        for len in 1..=(n - i) / repeats {
+            let block = &words[i..i + len];
+            if block.iter().all(|w| w.is_empty()) {
+                continue;
+            }
+            if (1..repeats).all(|k| &words[i + k * len..i + (k + 1) * len] == block) {
+                return Some(orig[..i + len].join(" "));
+            }
+        }
+    }
+    None
 }
 
 fn worker_loop(mut w: Worker, rx: Arc<Mutex<mpsc::Receiver<Job>>>, running: Arc<AtomicUsize>) {
@@ -746,7 +817,8 @@ struct SessionLink {
     shared: Arc<SpeechShared>,
     /// Recognition number; results of an older one are dropped. Held while delivering.
     epoch: Mutex<u64>,
-    last_transcript: Mutex<String>,
+    /// The last final transcript (`SPEECH_ENGINE(transcript)`, diagnostics).
+    last: Mutex<Option<Transcript>>,
 }
 
 impl SessionLink {
@@ -762,7 +834,7 @@ impl SessionLink {
                     g.timing.audio_secs = t.audio_secs;
                     g.timing.inference_secs = t.inference_secs;
                 }
-                *self.last_transcript.lock() = t.text;
+                *self.last.lock() = Some(t);
                 // push_results prepends one by one: reversed, the cache reads best first.
                 self.shared
                     .push_results(results.into_iter().rev().collect());
@@ -869,14 +941,16 @@ impl JobSlot {
 // ---------------------------------------------------------------------------------------------
 // Engine
 
+/// A parsed grammar file and the modification time it was parsed at.
+type CachedGrammar = (Option<SystemTime>, Arc<Grammar>);
+
 struct Core {
     name: String,
     ctx: WhisperContext,
     settings: WhisperSettings,
     sender: mpsc::SyncSender<Job>,
     running: Arc<AtomicUsize>,
-    n_audio_ctx: i32,
-    grammar_cache: Mutex<HashMap<PathBuf, (Option<SystemTime>, Arc<Grammar>)>>,
+    grammar_cache: Mutex<HashMap<PathBuf, CachedGrammar>>,
 }
 
 impl Core {
@@ -994,6 +1068,9 @@ impl WhisperEngine {
         // Route whisper.cpp's logging away from stderr (no log backend feature: dropped), so a
         // failure is the one line below.
         whisper_rs::install_logging_hooks();
+        // ggml's one-time global setup is not safe against two models loading at once.
+        static LOAD_LOCK: Mutex<()> = Mutex::new(());
+        let _loading = LOAD_LOCK.lock();
         let ctx = WhisperContext::new_with_params(&settings.model, WhisperContextParameters::default()).map_err(|e| {
             format!(
                 "whisper model {} failed to load ({e}; corrupt or incompatible): reinstall it with `{}`",
@@ -1021,7 +1098,6 @@ impl WhisperEngine {
                 state,
                 eot,
                 n_audio_ctx,
-                abort: Arc::new(ArcSwapOption::empty()),
                 params: HashMap::new(),
                 up8k: None,
                 pcm16: Vec::new(),
@@ -1040,7 +1116,6 @@ impl WhisperEngine {
                 settings,
                 sender: tx,
                 running,
-                n_audio_ctx,
                 grammar_cache: Mutex::new(HashMap::new()),
             }),
         })
@@ -1112,7 +1187,7 @@ impl WhisperEngine {
         let link = Arc::new(SessionLink {
             shared: shared.clone(),
             epoch: Mutex::new(0),
-            last_transcript: Mutex::new(String::new()),
+            last: Mutex::new(None),
         });
         let mut s = WhisperSession {
             core: self.core.clone(),
@@ -1233,11 +1308,11 @@ impl WhisperSession {
                 let mut t = String::new();
                 for name in &self.active_grammars {
                     if let Some(g) = self.grammars.get(name) {
-                        let room = PROMPT_MAX_CHARS.saturating_sub(t.len() + 2);
+                        let room = PROMPT_MAX_CHARS.saturating_sub(t.len() + 1);
                         let p = g.prompt_text(room);
                         if !p.is_empty() {
                             if !t.is_empty() {
-                                t.push_str(", ");
+                                t.push(' ');
                             }
                             t.push_str(&p);
                         }
@@ -1493,7 +1568,7 @@ impl EngineSession for WhisperSession {
         self.audio_start = 0;
         self.total = 0;
         self.active = true;
-        self.link.last_transcript.lock().clear();
+        *self.link.last.lock() = None;
         {
             // Anything a job of the previous epoch wrote before the epoch moved.
             let mut g = self.shared.lock();
@@ -1540,7 +1615,13 @@ impl EngineSession for WhisperSession {
     fn get_setting<'a>(&'a mut self, name: &'a str) -> BoxFuture<'a, Result<String, SpeechError>> {
         let key = name.trim().to_ascii_lowercase();
         let r = match key.as_str() {
-            "transcript" => Ok(self.link.last_transcript.lock().clone()),
+            "transcript" => Ok(self
+                .link
+                .last
+                .lock()
+                .as_ref()
+                .map(|t| t.text.clone())
+                .unwrap_or_default()),
             "engine" => Ok("whisper".to_string()),
             _ => self
                 .settings
@@ -1610,10 +1691,41 @@ mod tests {
     }
 
     #[test]
+    fn repetition_loops_are_cut() {
+        assert_eq!(
+            loop_cut(
+                "Technical support. Technical support. Technical support.",
+                3
+            )
+            .as_deref(),
+            Some("Technical support.")
+        );
+        assert_eq!(
+            loop_cut(
+                "Please connect me to Salem. Please connect me to Salem. Please connect me to Sal",
+                2
+            )
+            .as_deref(),
+            Some("Please connect me to Salem.")
+        );
+        assert_eq!(
+            loop_cut("so I said no no no", 3).as_deref(),
+            Some("so I said no")
+        );
+        assert_eq!(loop_cut("no no", 3), None);
+        assert_eq!(loop_cut("please connect me to sales", 2), None);
+        assert_eq!(loop_cut("", 2), None);
+        assert_eq!(max_tokens_for(0.5), 20);
+        assert_eq!(max_tokens_for(3.0), 33);
+        assert_eq!(max_tokens_for(60.0), 220);
+    }
+
+    #[test]
     fn audio_ctx_sizing() {
-        assert_eq!(AudioCtx::Auto.resolve(16000, 1500), 128);
-        // 2.6 s -> 130 + 64 = 194 -> 256 (the value measured in models.md).
-        assert_eq!(AudioCtx::Auto.resolve(41600, 1500), 256);
+        assert_eq!(AudioCtx::Auto.resolve(16000, 1500), 256);
+        // 2.6 s -> 130 + 128 = 258 -> 320; 5 s -> 250 + 128 -> 384.
+        assert_eq!(AudioCtx::Auto.resolve(41600, 1500), 320);
+        assert_eq!(AudioCtx::Auto.resolve(80000, 1500), 384);
         assert_eq!(AudioCtx::Auto.resolve(16000 * 29, 1500), 0);
         assert_eq!(AudioCtx::Full.resolve(16000, 1500), 0);
         assert_eq!(AudioCtx::Fixed(300).resolve(16000, 1500), 300);
@@ -1756,6 +1868,122 @@ mod tests {
         assert_eq!(out, again);
     }
 
+    fn slot(link: &Arc<SessionLink>, speculative: bool) -> Arc<JobSlot> {
+        Arc::new(JobSlot {
+            link: link.clone(),
+            epoch: *link.epoch.lock(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            mapping: Arc::new(Mapping {
+                grammars: vec![],
+                threshold: 500,
+                nbest: 1,
+            }),
+            mode: Mutex::new(if speculative {
+                SlotMode::Speculative
+            } else {
+                SlotMode::Final
+            }),
+        })
+    }
+
+    fn transcript(text: &str) -> Transcript {
+        Transcript {
+            text: text.into(),
+            score: 800,
+            audio_secs: 1.5,
+            inference_secs: 0.2,
+            audio_ctx: 256,
+            fallback: false,
+            loop_cut: false,
+        }
+    }
+
+    fn link() -> Arc<SessionLink> {
+        Arc::new(SessionLink {
+            shared: SpeechShared::new(),
+            epoch: Mutex::new(1),
+            last: Mutex::new(None),
+        })
+    }
+
+    #[test]
+    fn speculative_result_held_until_the_endpoint() {
+        let l = link();
+        let s = slot(&l, true);
+        s.complete(Ok(transcript("sales please")));
+        // Held: a partial, no results yet.
+        assert_eq!(l.shared.lock().partial.as_deref(), Some("sales please"));
+        assert_eq!(l.shared.lock().results, None);
+        assert_eq!(s.held_results().unwrap()[0].text, "sales please");
+        s.promote();
+        assert_eq!(l.shared.state(), SpeechState::Done);
+        assert_eq!(
+            l.shared.lock().results.as_ref().unwrap()[0].text,
+            "sales please"
+        );
+        assert_eq!(l.shared.lock().timing.inference_secs, 0.2);
+        assert_eq!(l.last.lock().as_ref().unwrap().text, "sales please");
+        // Promoting twice delivers nothing more.
+        l.shared.set_results(None);
+        s.promote();
+        assert_eq!(l.shared.lock().results, None);
+    }
+
+    #[test]
+    fn endpoint_before_the_speculative_decode_finishes() {
+        let l = link();
+        let s = slot(&l, true);
+        s.promote();
+        assert_eq!(l.shared.lock().results, None);
+        s.complete(Ok(transcript("billing")));
+        assert_eq!(l.shared.state(), SpeechState::Done);
+        assert_eq!(l.shared.lock().results.as_ref().unwrap()[0].text, "billing");
+        // A final result is not reported as a partial.
+        assert_eq!(l.shared.lock().partial, None);
+    }
+
+    #[test]
+    fn cancelled_or_stale_results_are_dropped() {
+        let l = link();
+        let s = slot(&l, false);
+        s.cancel();
+        s.complete(Ok(transcript("sales")));
+        assert_eq!(l.shared.state(), SpeechState::NotReady);
+        let s = slot(&l, false);
+        *l.epoch.lock() += 1; // a new recognition started
+        s.complete(Ok(transcript("sales")));
+        assert_eq!(l.shared.state(), SpeechState::NotReady);
+        assert_eq!(l.shared.lock().results, None);
+        let s = slot(&l, false);
+        s.complete(Err("whisper inference failed: boom".into()));
+        assert_eq!(l.shared.state(), SpeechState::Done);
+        assert_eq!(
+            l.shared.lock().error.as_deref(),
+            Some("whisper inference failed: boom")
+        );
+    }
+
+    #[test]
+    fn nbest_results_cached_best_first() {
+        let l = link();
+        let g = Arc::new(Grammar::parse_phrase_list("d", "sales\nsupport\nbilling\n").unwrap());
+        let s = Arc::new(JobSlot {
+            link: l.clone(),
+            epoch: 1,
+            cancel: Arc::new(AtomicBool::new(false)),
+            mapping: Arc::new(Mapping {
+                grammars: vec![g],
+                threshold: 300,
+                nbest: 3,
+            }),
+            mode: Mutex::new(SlotMode::Final),
+        });
+        s.complete(Ok(transcript("sales or support")));
+        let r = l.shared.lock().results.clone().unwrap();
+        assert_eq!(r.iter().map(|r| r.nbest).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(r[0].score >= r[1].score);
+    }
+
     #[test]
     fn results_mapping() {
         let g = Arc::new(
@@ -1772,6 +2000,7 @@ mod tests {
             inference_secs: 0.1,
             audio_ctx: 128,
             fallback: false,
+            loop_cut: false,
         };
         let none = Mapping {
             grammars: vec![],
@@ -1826,5 +2055,436 @@ mod tests {
             &m
         )
         .is_empty());
+    }
+
+    /// Tests with the real model (`voxpbx models install tiny.en`) and espeak-ng speech; each
+    /// prints a note and passes when the model or the tools are missing.
+    mod real_model {
+        use super::*;
+        use crate::media::Frame;
+        use bytes::Bytes;
+        use std::process::Command;
+
+        fn model() -> Option<PathBuf> {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+            if p.exists() {
+                Some(p)
+            } else {
+                eprintln!(
+                    "SKIPPED: {} missing (voxpbx models install tiny.en)",
+                    p.display()
+                );
+                None
+            }
+        }
+
+        /// espeak-ng speech converted by sox: raw 16 kHz s16le or 8 kHz µ-law bytes.
+        fn speak(text: &str, ulaw: bool) -> Option<Vec<u8>> {
+            let dir = tempfile::tempdir().ok()?;
+            let wav = dir.path().join("x.wav");
+            let raw = dir.path().join("x.raw");
+            let ok = Command::new("espeak-ng")
+                .arg("-w")
+                .arg(&wav)
+                .arg(text)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                eprintln!("SKIPPED: espeak-ng not available");
+                return None;
+            }
+            let mut sox = Command::new("sox");
+            sox.arg(&wav);
+            if ulaw {
+                sox.args(["-r", "8000", "-c", "1", "-e", "mu-law", "-t", "raw"]);
+            } else {
+                sox.args([
+                    "-r",
+                    "16000",
+                    "-c",
+                    "1",
+                    "-b",
+                    "16",
+                    "-e",
+                    "signed-integer",
+                    "-t",
+                    "raw",
+                ]);
+            }
+            if !sox.arg(&raw).output().is_ok_and(|o| o.status.success()) {
+                eprintln!("SKIPPED: sox not available");
+                return None;
+            }
+            std::fs::read(&raw).ok()
+        }
+
+        fn s16_to_f32(b: &[u8]) -> Vec<f32> {
+            b.chunks_exact(2)
+                .map(|c| f32::from(i16::from_le_bytes([c[0], c[1]])) / 32768.0)
+                .collect()
+        }
+
+        fn engine(tweak: impl FnOnce(&mut WhisperSettings)) -> Option<WhisperEngine> {
+            // One worker: tests run in parallel on small machines.
+            let mut s = WhisperSettings {
+                model: model()?,
+                pool_size: 1,
+                ..Default::default()
+            };
+            tweak(&mut s);
+            Some(WhisperEngine::new("whisper", s).unwrap())
+        }
+
+        fn has_words(text: &str, words: &[&str]) -> bool {
+            let t = grammar::normalize(text);
+            words.iter().all(|w| t.iter().any(|x| x == w))
+        }
+
+        /// Feed µ-law audio (silence, `clips` separated by `gap_ms` of silence, trailing
+        /// silence) in 20 ms frames.
+        fn feed(
+            sess: &mut WhisperSession,
+            shared: &SpeechShared,
+            clips: &[&[u8]],
+            gap_ms: usize,
+            tail_ms: usize,
+        ) {
+            let mut audio = vec![0xFFu8; 8 * 400];
+            for (i, c) in clips.iter().enumerate() {
+                if i > 0 {
+                    audio.extend(std::iter::repeat_n(0xFF, 8 * gap_ms));
+                }
+                audio.extend_from_slice(c);
+            }
+            audio.extend(std::iter::repeat_n(0xFF, 8 * tail_ms));
+            for (i, f) in audio.chunks(160).enumerate() {
+                if shared.state() != SpeechState::Ready {
+                    break;
+                }
+                let mut fr = Frame::new(Format::Ulaw, Bytes::copy_from_slice(f));
+                fr.seq = i as u16;
+                sess.write(&fr);
+            }
+        }
+
+        fn wait_done(shared: &SpeechShared) {
+            let t0 = Instant::now();
+            while shared.state() != SpeechState::Done {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(300),
+                    "no result in 300 s"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn departments() -> Grammar {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("grammars/departments.gram");
+            Grammar::load("departments", &p).unwrap()
+        }
+
+        #[test]
+        fn direct_transcription_and_audio_ctx_timing() {
+            let Some(e) = engine(|_| {}) else { return };
+            let Some(raw) = speak("please connect me to sales", false) else {
+                return;
+            };
+            let pcm = s16_to_f32(&raw);
+            let secs = pcm.len() as f64 / 16000.0;
+            let (text, score, _) = e.transcribe_direct(&pcm).unwrap();
+            assert!(has_words(&text, &["connect"]), "{text:?}");
+            assert!((1..=1000).contains(&score));
+            let g = departments();
+            let mut line = format!("clip {secs:.2} s:");
+            for ctx in [AudioCtx::Auto, AudioCtx::Full] {
+                let mut runs: Vec<Transcript> = (0..3)
+                    .map(|_| e.transcribe_with(&pcm, ctx, None).unwrap())
+                    .collect();
+                for t in &runs {
+                    // tiny.en may hear "sails" with a small window; the grammar still maps it.
+                    assert_eq!(
+                        g.best_match(&t.text, 500)
+                            .map(|m| m.value().to_string())
+                            .as_deref(),
+                        Some("sales"),
+                        "{t:?}"
+                    );
+                }
+                runs.sort_by(|a, b| a.inference_secs.total_cmp(&b.inference_secs));
+                line += &format!(
+                    " audio_ctx={ctx} ({}) min {:.3} s median {:.3} s {:?};",
+                    runs[0].audio_ctx, runs[0].inference_secs, runs[1].inference_secs, runs[0].text
+                );
+            }
+            eprintln!("TIMING {line}");
+        }
+
+        /// Latency/accuracy table for the report: `cargo test --lib measure_whisper -- --ignored
+        /// --nocapture` (env TEXTS="a|b", PROMPTS="|p1|p2", RUNS=5).
+        #[test]
+        #[ignore]
+        fn measure_whisper() {
+            let Some(e) = engine(|_| {}) else { return };
+            let texts = std::env::var("TEXTS").unwrap_or("please connect me to sales".into());
+            let prompts = std::env::var("PROMPTS").unwrap_or_default();
+            let runs: usize = std::env::var("RUNS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(3);
+            for text in texts.split('|') {
+                let (Some(wide), Some(ul)) = (speak(text, false), speak(text, true)) else {
+                    return;
+                };
+                let wide = s16_to_f32(&wide);
+                let lin: Vec<f32> = ul
+                    .iter()
+                    .map(|&b| f32::from(ulaw_to_linear(b)) / 32768.0)
+                    .collect();
+                let mut narrow = Vec::new();
+                Upsampler::new(8000, 16000)
+                    .unwrap()
+                    .process(&lin, &mut narrow)
+                    .unwrap();
+                for prompt in prompts.split('|') {
+                    for (label, pcm) in [("16k", &wide), ("ulaw", &narrow)] {
+                        for ctx in [AudioCtx::Auto, AudioCtx::Full] {
+                            let mut ts: Vec<Transcript> = (0..runs)
+                                .map(|_| e.transcribe_with(pcm, ctx, Some(prompt)).unwrap())
+                                .collect();
+                            ts.sort_by(|a, b| a.inference_secs.total_cmp(&b.inference_secs));
+                            let t = &ts[0];
+                            eprintln!(
+                                "MEASURE prompt={:<12} {label:4} {:.2}s ctx={ctx:<4}({:4}) min {:.3}s median {:.3}s fallback={} cut={} score={:3} {:?}",
+                                format!("{:?}", &prompt[..prompt.len().min(10)]),
+                                pcm.len() as f64 / 16000.0,
+                                t.audio_ctx,
+                                t.inference_secs,
+                                ts[ts.len() / 2].inference_secs,
+                                t.fallback,
+                                t.loop_cut,
+                                t.score,
+                                t.text
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
+        fn session_with_departments(
+            e: &WhisperEngine,
+            format: Format,
+        ) -> (WhisperSession, Arc<SpeechShared>) {
+            let shared = SpeechShared::new();
+            let mut sess = e.session(format, shared.clone()).unwrap();
+            let grammars = Path::new(env!("CARGO_MANIFEST_DIR")).join("grammars");
+            sess.load_grammar("departments", &grammars.join("departments.gram"))
+                .unwrap();
+            sess.activate_grammar("departments").unwrap();
+            assert!(sess.activate_grammar("nope").is_err());
+            shared.reset();
+            sess.start().unwrap();
+            assert_eq!(shared.state(), SpeechState::Ready);
+            (sess, shared)
+        }
+
+        fn check_department(sess: &WhisperSession, shared: &SpeechShared, want: &str) {
+            {
+                let g = shared.lock();
+                assert!(g.quiet && g.spoke, "barge-in flags");
+                assert!(
+                    g.timing.onset.is_some()
+                        && g.timing.endpoint.is_some()
+                        && g.timing.speech_end.is_some()
+                );
+            }
+            wait_done(shared);
+            let g = shared.lock();
+            assert_eq!(g.error, None);
+            let r = g.results.clone().unwrap();
+            let t = sess.link.last.lock().clone().unwrap();
+            eprintln!("SESSION {:?} {t:?} -> {r:?}", sess.format());
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0].text, want);
+            assert_eq!(r[0].grammar.as_deref(), Some("departments"));
+            assert!(r[0].score >= 500);
+            assert!(g.timing.inference_secs > 0.0 && g.timing.audio_secs > 1.0);
+        }
+
+        #[test]
+        fn slin16_session_with_grammar_barge_in_and_endpoint() {
+            let Some(e) = engine(|_| {}) else { return };
+            let Some(raw) = speak("please connect me to sales", false) else {
+                return;
+            };
+            let (mut sess, shared) = session_with_departments(&e, Format::Slin16);
+            let mut audio = vec![0u8; 32 * 400];
+            audio.extend_from_slice(&raw);
+            audio.extend(std::iter::repeat_n(0u8, 32 * 1000));
+            for f in audio.chunks(640) {
+                if shared.state() != SpeechState::Ready {
+                    break;
+                }
+                sess.write(&Frame::new(Format::Slin16, Bytes::copy_from_slice(f)));
+            }
+            check_department(&sess, &shared, "sales");
+        }
+
+        #[test]
+        fn ulaw_session_with_grammar() {
+            let Some(e) = engine(|_| {}) else { return };
+            let Some(clip) = speak("I need technical support", true) else {
+                return;
+            };
+            let (mut sess, shared) = session_with_departments(&e, Format::Ulaw);
+            feed(&mut sess, &shared, &[&clip], 0, 1000);
+            check_department(&sess, &shared, "support");
+        }
+
+        fn wait_partial(shared: &SpeechShared) {
+            let t0 = Instant::now();
+            while shared.lock().partial.is_none() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(300),
+                    "no speculative result in 300 s"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn write_ulaw(sess: &mut WhisperSession, shared: &SpeechShared, audio: &[u8]) {
+            for f in audio.chunks(160) {
+                if shared.state() != SpeechState::Ready {
+                    break;
+                }
+                sess.write(&Frame::new(Format::Ulaw, Bytes::copy_from_slice(f)));
+            }
+        }
+
+        #[test]
+        fn speculative_result_is_used_at_the_endpoint() {
+            let Some(e) = engine(|_| {}) else { return };
+            let Some(clip) = speak("I need technical support", true) else {
+                return;
+            };
+            let shared = SpeechShared::new();
+            let mut sess = e.session(Format::Ulaw, shared.clone()).unwrap();
+            sess.start().unwrap();
+            // 260 ms of silence: the speculative decode starts at 200 ms. Let it finish, as it
+            // would while a real caller stays quiet, then reach the 500 ms endpoint.
+            feed(&mut sess, &shared, &[&clip], 0, 260);
+            wait_partial(&shared);
+            assert_eq!(shared.state(), SpeechState::Ready);
+            write_ulaw(&mut sess, &shared, &[0xFF; 8 * 300]);
+            // DONE at once: the held result is delivered by the endpoint itself.
+            assert_eq!(shared.state(), SpeechState::Done);
+            let g = shared.lock();
+            let r = g.results.clone().unwrap();
+            assert!(has_words(&r[0].text, &["technical", "support"]), "{r:?}");
+            assert_eq!(g.partial.as_deref(), Some(r[0].text.as_str()));
+            assert!(g.timing.first_partial.is_some());
+        }
+
+        #[test]
+        fn speech_resuming_after_a_pause_drops_the_speculative_result() {
+            let Some(e) = engine(|_| {}) else { return };
+            let (Some(a), Some(b)) = (
+                speak("I need technical support", true),
+                speak("and billing please", true),
+            ) else {
+                return;
+            };
+            let shared = SpeechShared::new();
+            let mut sess = e.session(Format::Ulaw, shared.clone()).unwrap();
+            sess.start().unwrap();
+            feed(&mut sess, &shared, &[&a], 0, 260);
+            wait_partial(&shared);
+            let first = shared.lock().partial.clone().unwrap();
+            let mut rest = b.clone();
+            rest.extend(std::iter::repeat_n(0xFF, 8 * 1000));
+            write_ulaw(&mut sess, &shared, &rest);
+            wait_done(&shared);
+            let g = shared.lock();
+            assert_eq!(g.error, None);
+            let r = g.results.clone().unwrap();
+            eprintln!("RESUME speculative {first:?}, final {r:?}");
+            // (tiny.en hears "billing" as "willing" on µ-law espeak.)
+            assert!(has_words(&r[0].text, &["support", "please"]), "{r:?}");
+            assert!(!has_words(&first, &["please"]));
+        }
+
+        #[test]
+        fn no_input_and_settings() {
+            let Some(e) = engine(|_| {}) else { return };
+            let shared = SpeechShared::new();
+            let mut sess = e.session(Format::Slin16, shared.clone()).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                sess.change("no_input_ms", "1000").await.unwrap();
+                assert_eq!(sess.get_setting("no_input_ms").await.unwrap(), "1000");
+                assert!(sess.change("model", "x").await.is_err());
+                assert!(
+                    sess.change("language", "de").await.is_err(),
+                    "tiny.en is English-only"
+                );
+                assert!(sess.change("bogus", "1").await.is_err());
+                assert!(sess.get_setting("bogus").await.is_err());
+            });
+            sess.start().unwrap();
+            let silence = Frame::from_slin(Format::Slin16, &[0i16; 320]);
+            for _ in 0..60 {
+                if shared.state() != SpeechState::Ready {
+                    break;
+                }
+                sess.write(&silence);
+            }
+            assert_eq!(shared.state(), SpeechState::Done);
+            assert!(shared.lock().results.is_none());
+            assert!(!shared.lock().spoke);
+            // A new start is READY again.
+            sess.start().unwrap();
+            assert_eq!(shared.state(), SpeechState::Ready);
+        }
+
+        #[test]
+        fn full_pool_is_a_busy_error_not_a_stall() {
+            let Some(e) = engine(|s| {
+                s.pool_size = 1;
+                s.queue_size = 1;
+                s.speculative = false;
+            }) else {
+                return;
+            };
+            let Some(clip) = speak("sales", true) else {
+                return;
+            };
+            // Occupy the worker and the queue with long full-window decodes.
+            let long: Vec<f32> = (0..16000 * 25)
+                .map(|i| ((i as f32) * 0.05).sin() * 0.3)
+                .collect();
+            let hogs: Vec<_> = (0..2)
+                .map(|i| {
+                    let (e, long) = (e.clone(), long.clone());
+                    std::thread::sleep(Duration::from_millis(150 * i));
+                    std::thread::spawn(move || e.transcribe_with(&long, AudioCtx::Full, None))
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(150));
+            let r = e.transcribe_direct(&long);
+            assert!(matches!(r, Err(SpeechError::Busy(_))), "{r:?}");
+            // A session endpointing now fails with the busy error instead of waiting.
+            let shared = SpeechShared::new();
+            let mut sess = e.session(Format::Ulaw, shared.clone()).unwrap();
+            sess.start().unwrap();
+            feed(&mut sess, &shared, &[&clip], 0, 800);
+            assert_eq!(shared.state(), SpeechState::Done);
+            let err = shared.lock().error.clone().unwrap_or_default();
+            assert!(err.contains("busy"), "{err}");
+            for h in hogs {
+                assert!(h.join().unwrap().is_ok());
+            }
+        }
     }
 }
