@@ -587,13 +587,13 @@ async fn run_pipeline(
                     "SpeechStart" => p.play_start = p.play_start.or(Some(at)),
                     "SpeechBargeIn" => p.bargein = p.bargein.or(Some(at)),
                     "SpeechResult" => p.result = p.result.take().or(Some((at, m.clone()))),
-                    "Hangup" | "UserEvent" if !p.done => {
-                        if ev == "Hangup"
-                            || m.get("UserEvent").map(String::as_str) == Some("BenchDone")
-                        {
-                            p.done = true;
-                            active -= 1;
-                        }
+                    "Hangup" | "UserEvent"
+                        if !p.done
+                            && (ev == "Hangup"
+                                || m.get("UserEvent").map(String::as_str) == Some("BenchDone")) =>
+                    {
+                        p.done = true;
+                        active -= 1;
                     }
                     _ => {}
                 }

@@ -1047,11 +1047,9 @@ async fn outbound_call(
     let answer = loop {
         tokio::select! {
             m = link.rx.recv() => match m {
-                Some(ChanMsg::Hangup(_)) | None => {
-                    if !cancelled {
-                        cancelled = true;
-                        let _ = cmd.send(StackCmd::Cancel(cid.clone()));
-                    }
+                Some(ChanMsg::Hangup(_)) | None if !cancelled => {
+                    cancelled = true;
+                    let _ = cmd.send(StackCmd::Cancel(cid.clone()));
                 }
                 _ => {}
             },
@@ -1059,7 +1057,7 @@ async fn outbound_call(
                 Some(CallIn::Response(r)) => {
                     match r.status {
                         100 => {}
-                        180 | 181 | 182 if !cancelled => { let _ = link.tx.try_send(ChanMsg::Control(Control::Ringing)); }
+                        180..=182 if !cancelled => { let _ = link.tx.try_send(ChanMsg::Control(Control::Ringing)); }
                         183 if !cancelled => { let _ = link.tx.try_send(ChanMsg::Control(Control::Progress)); }
                         101..=199 => {}
                         200..=299 => break r,

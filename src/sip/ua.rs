@@ -735,11 +735,9 @@ pub async fn dial(opts: DialOpts) -> anyhow::Result<DialSummary> {
                             tx: Some(tx),
                             response,
                             ..
-                        } if tx == bye_tx => {
-                            if response.is_final() {
-                                sip.flush().await;
-                                break 'bye;
-                            }
+                        } if tx == bye_tx && response.is_final() => {
+                            sip.flush().await;
+                            break 'bye;
                         }
                         Event::Timeout { tx, .. } | Event::TransportError { tx }
                             if tx == bye_tx =>
