@@ -340,60 +340,75 @@ pub fn split_function_call(name: &str) -> Option<(&str, &str)> {
 /// is removed and the character after it is taken literally. `""` gives no arguments; a
 /// trailing `,` gives a final empty one.
 pub fn split_args(args: &str) -> Vec<String> {
-    split_args_delim(args, ',', true)
+    separate_args(args, ',', true, usize::MAX)
 }
 
-/// `__ast_app_separate_args` with any delimiter. With `remove_chars` false (as
-/// `AST_NONSTANDARD_RAW_ARGS`), quotes and backslashes still group and escape but are
-/// kept in the output.
-pub fn split_args_delim(args: &str, delim: char, remove_chars: bool) -> Vec<String> {
+/// `__ast_app_separate_args(buf, delim, remove_chars, array, max)`.
+///
+/// Splits on `delim` outside parentheses, square brackets and (unless `delim` is `"`)
+/// double quotes. With `remove_chars`, quotes are removed and a backslash is removed with
+/// the character after it taken literally; without, both are kept. At most `max`
+/// arguments: the last one is the rest of the text, unprocessed. An empty text gives no
+/// arguments; a text ending with the delimiter gives a final empty argument.
+pub fn separate_args(s: &str, delim: char, remove_chars: bool, max: usize) -> Vec<String> {
     let mut out = Vec::new();
-    if args.is_empty() {
+    if s.is_empty() || max == 0 {
         return out;
     }
-    let mut cur = String::new();
-    let (mut paren, mut bracket) = (0u32, 0u32);
-    let mut quote = false;
-    let mut chars = args.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '(' => {
-                paren += 1;
-                cur.push(c);
-            }
-            ')' => {
-                paren = paren.saturating_sub(1);
-                cur.push(c);
-            }
-            '[' => {
-                bracket += 1;
-                cur.push(c);
-            }
-            ']' => {
-                bracket = bracket.saturating_sub(1);
-                cur.push(c);
-            }
-            '"' if delim != '"' => {
-                quote = !quote;
-                if !remove_chars {
+    let mut rest = s;
+    let mut hit_delim = false;
+    while !rest.is_empty() && out.len() < max - 1 {
+        let mut cur = String::new();
+        let (mut paren, mut bracket, mut quote) = (0u32, 0u32, false);
+        let mut consumed = rest.len();
+        hit_delim = false;
+        let mut it = rest.char_indices();
+        while let Some((i, c)) = it.next() {
+            match c {
+                '(' => {
+                    paren += 1;
                     cur.push(c);
                 }
-            }
-            '\\' => {
-                if !remove_chars {
+                ')' => {
+                    paren = paren.saturating_sub(1);
                     cur.push(c);
                 }
-                if let Some(n) = chars.next() {
-                    cur.push(n);
+                '[' => {
+                    bracket += 1;
+                    cur.push(c);
                 }
+                ']' => {
+                    bracket = bracket.saturating_sub(1);
+                    cur.push(c);
+                }
+                '"' if delim != '"' => {
+                    quote = !quote;
+                    if !remove_chars {
+                        cur.push(c);
+                    }
+                }
+                '\\' => {
+                    if !remove_chars {
+                        cur.push(c);
+                    }
+                    if let Some((_, n)) = it.next() {
+                        cur.push(n);
+                    }
+                }
+                c if c == delim && paren == 0 && bracket == 0 && !quote => {
+                    consumed = i + c.len_utf8();
+                    hit_delim = true;
+                    break;
+                }
+                c => cur.push(c),
             }
-            c if c == delim && paren == 0 && bracket == 0 && !quote => {
-                out.push(std::mem::take(&mut cur));
-            }
-            c => cur.push(c),
         }
+        out.push(cur);
+        rest = &rest[consumed..];
     }
-    out.push(cur);
+    if !rest.is_empty() || hit_delim {
+        out.push(rest.to_string());
+    }
     out
 }
 
@@ -687,9 +702,12 @@ mod tests {
         assert_eq!(v("\\(,x"), ["(", "x"], "escaped '(' is not counted");
         assert_eq!(v("trailing\\"), ["trailing"]);
         assert_eq!(v(" a , b "), [" a ", " b "], "blanks are kept");
-        assert_eq!(split_args_delim("a=b=c", '=', false), ["a", "b", "c"]);
         assert_eq!(
-            split_args_delim("\"a=b\"=\\c", '=', false),
+            separate_args("a=b=c", '=', false, usize::MAX),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            separate_args("\"a=b\"=\\c", '=', false, usize::MAX),
             ["\"a=b\"", "\\c"]
         );
     }

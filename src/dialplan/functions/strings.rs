@@ -19,6 +19,7 @@ use futures_util::future::BoxFuture;
 use std::fmt::Write as _;
 
 use super::math::{scan_double, scan_int};
+pub use crate::dialplan::subst::separate_args;
 
 pub fn funcs() -> Vec<FuncDef> {
     vec![
@@ -190,75 +191,6 @@ pub fn funcs() -> Vec<FuncDef> {
 // ---------------------------------------------------------------------------------------
 // Argument parsing and escapes
 // ---------------------------------------------------------------------------------------
-
-/// `__ast_app_separate_args(buf, delim, remove_chars, array, max)`.
-///
-/// Splits on `delim` outside parentheses, square brackets and (unless `delim` is `"`)
-/// double quotes. With `remove_chars`, quotes are removed and a backslash is removed with
-/// the character after it taken literally; without, both are kept. At most `max`
-/// arguments: the last one is the rest of the text, unprocessed. An empty text gives no
-/// arguments; a text ending with the delimiter gives a final empty argument.
-pub fn separate_args(s: &str, delim: char, remove_chars: bool, max: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    if s.is_empty() || max == 0 {
-        return out;
-    }
-    let mut rest = s;
-    let mut hit_delim = false;
-    while !rest.is_empty() && out.len() < max - 1 {
-        let mut cur = String::new();
-        let (mut paren, mut bracket, mut quote) = (0u32, 0u32, false);
-        let mut consumed = rest.len();
-        hit_delim = false;
-        let mut it = rest.char_indices();
-        while let Some((i, c)) = it.next() {
-            match c {
-                '(' => {
-                    paren += 1;
-                    cur.push(c);
-                }
-                ')' => {
-                    paren = paren.saturating_sub(1);
-                    cur.push(c);
-                }
-                '[' => {
-                    bracket += 1;
-                    cur.push(c);
-                }
-                ']' => {
-                    bracket = bracket.saturating_sub(1);
-                    cur.push(c);
-                }
-                '"' if delim != '"' => {
-                    quote = !quote;
-                    if !remove_chars {
-                        cur.push(c);
-                    }
-                }
-                '\\' => {
-                    if !remove_chars {
-                        cur.push(c);
-                    }
-                    if let Some((_, n)) = it.next() {
-                        cur.push(n);
-                    }
-                }
-                c if c == delim && paren == 0 && bracket == 0 && !quote => {
-                    consumed = i + c.len_utf8();
-                    hit_delim = true;
-                    break;
-                }
-                c => cur.push(c),
-            }
-        }
-        out.push(cur);
-        rest = &rest[consumed..];
-    }
-    if !rest.is_empty() || hit_delim {
-        out.push(rest.to_string());
-    }
-    out
-}
 
 /// `AST_STANDARD_APP_ARGS` with `max` declared arguments.
 pub fn std_args(s: &str, max: usize) -> Vec<String> {
