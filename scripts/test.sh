@@ -11,3 +11,5 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked -- --test-threads=2
+echo "==> fuzz the wire parsers (SIP, SDP, AEAP, AMI, AGI, RTP) for a bounded time"
+scripts/fuzz.sh 20 sip_parse sdp_parse aeap_decode ami_parse agi_parse rtp_parse
