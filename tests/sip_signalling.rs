@@ -30,14 +30,18 @@ fn rtp_conf() -> String {
     format!("[general]\nrtpstart={rtp}\nrtpend={}\n", rtp + 19)
 }
 
-/// alice (auth, registers), a trunk endpoint for outbound calls, no `identify` for
+/// alice (auth, MD5 only: SIPp 3.6 knows no SHA-256 and answers the first challenge,
+/// registers), bob (auth, default SHA-256 + MD5 challenges), a trunk endpoint for outbound calls, no `identify` for
 /// 127.0.0.1: every request from the test is identified by user name.
 fn pjsip_conf(sip_port: u16, extra: &str) -> String {
     format!(
         "[udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:{sip_port}\n\n\
          [alice]\ntype=endpoint\ncontext=from-sip\nallow=ulaw\naors=alice\nauth=alice-auth\n\
          rtp_symmetric=yes\n\n\
-         [alice-auth]\ntype=auth\nauth_type=userpass\nusername=alice\npassword=wonderland\n\n\
+         [alice-auth]\ntype=auth\nauth_type=userpass\nusername=alice\npassword=wonderland\n\
+         supported_algorithms_uas=MD5\n\n\
+         [bob]\ntype=endpoint\ncontext=from-sip\nallow=ulaw\nauth=bob-auth\n\n\
+         [bob-auth]\ntype=auth\nauth_type=userpass\nusername=bob\npassword=builder\n\n\
          [alice]\ntype=aor\nmax_contacts=1\nremove_existing=yes\n\n\
          [sipp]\ntype=endpoint\ncontext=from-sip\nallow=ulaw\nrtp_symmetric=yes\n\n\
          [trunk]\ntype=endpoint\ncontext=from-sip\nallow=ulaw\noutbound_auth=trunk-auth\n\n\
@@ -230,6 +234,30 @@ fn register_and_invite_with_digest_challenge() {
     assert!(pbx.wait_no_channels(10), "{}", pbx.log());
 }
 
+/// SHA-256 digest over the wire: `voxpbx dial` answers the SHA-256 challenge (offered first).
+#[test]
+fn sha256_digest_with_voxpbx_dial() {
+    let sip_port = free_udp_port();
+    let pbx = start_pbx(sip_port, "", DIALPLAN);
+    let run = |auth: &str| {
+        let out = Command::new(bin())
+            .arg("dial")
+            .arg(format!("sip:100@127.0.0.1:{sip_port}"))
+            .args(["--from", "bob", "--auth", auth, "--hangup-after", "1"])
+            .output()
+            .expect("run voxpbx dial");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let bad = run("bob:wrong");
+    assert!(bad.contains("\"status\":403"), "{bad}");
+    assert!(!pbx.path("reached-100.txt").exists());
+    let good = run("bob:builder");
+    assert!(good.contains("\"status\":200"), "{good}\n{}", pbx.log());
+    let reached = std::fs::read_to_string(pbx.path("reached-100.txt")).unwrap_or_default();
+    assert!(reached.starts_with("PJSIP/bob-"), "{reached:?}");
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+}
+
 #[test]
 fn wrong_password_is_refused_and_never_reaches_the_dialplan() {
     need_sipp!();
@@ -351,7 +379,10 @@ fn reinvite_hold_and_unhold() {
         gap >= Duration::from_millis(2000),
         "RTP did not stop while held (largest gap {gap:?})"
     );
-    assert!(gap_at > t0 && times.last().unwrap() > &(gap_at + gap), "no RTP after unhold");
+    assert!(
+        gap_at > t0 && times.last().unwrap() > &(gap_at + gap),
+        "no RTP after unhold"
+    );
 }
 
 #[test]
@@ -405,7 +436,11 @@ fn torture_corpus_over_the_wire() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("{}: not a response: {text}", f.display()));
             if !valid {
-                assert!(status >= 400, "{}: invalid message got {status}", f.display());
+                assert!(
+                    status >= 400,
+                    "{}: invalid message got {status}",
+                    f.display()
+                );
             }
         }
     }
@@ -444,6 +479,10 @@ fn torture_corpus_over_the_wire() {
             }
         }
     }
-    assert!(ok, "no 200 to OPTIONS after the corpus ({answered} answers)\n{}", pbx.log());
+    assert!(
+        ok,
+        "no 200 to OPTIONS after the corpus ({answered} answers)\n{}",
+        pbx.log()
+    );
     assert!(!pbx.log().contains("panicked"), "{}", pbx.log());
 }

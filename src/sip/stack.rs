@@ -56,6 +56,9 @@ pub struct AuthCfg {
     pub realm: String,
     /// `nonce_lifetime` in seconds (default 32).
     pub nonce_lifetime: u64,
+    /// `supported_algorithms_uas`: the challenges we send, most preferred first
+    /// (default SHA-256 then MD5, RFC 8760 order).
+    pub algorithms: Vec<Algorithm>,
 }
 
 /// A `type=aor` section.
@@ -217,6 +220,32 @@ impl PjsipConfig {
                         .unwrap_or("asterisk")
                         .to_string(),
                     nonce_lifetime: s.get_parse("nonce_lifetime")?.unwrap_or(32),
+                    algorithms: match s.get("supported_algorithms_uas") {
+                        None => vec![Algorithm::Sha256, Algorithm::Md5],
+                        Some(v) => {
+                            let mut algs = Vec::new();
+                            for a in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                                let alg = Algorithm::parse(a).ok_or_else(|| {
+                                    ConfigError::new(
+                                        &s.file,
+                                        s.line,
+                                        format!("unsupported digest algorithm '{a}'"),
+                                    )
+                                })?;
+                                if !algs.contains(&alg) {
+                                    algs.push(alg);
+                                }
+                            }
+                            if algs.is_empty() {
+                                return Err(ConfigError::new(
+                                    &s.file,
+                                    s.line,
+                                    "supported_algorithms_uas is empty",
+                                ));
+                            }
+                            algs
+                        }
+                    },
                 }),
                 "aor" => cfg.aors.push(AorCfg {
                     name: s.name.clone(),
@@ -824,7 +853,7 @@ pub fn check_auth(
             req,
             false,
             stale,
-            &[Algorithm::Sha256, Algorithm::Md5],
+            &auth.algorithms,
             &super::new_tag(),
         ))
     };
@@ -1617,6 +1646,138 @@ fn register_cli(core: &Arc<Core>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_stack() -> SipStack {
+        let text = "[alice]\ntype=endpoint\nauth=alice-auth\naors=alice\n\
+                    [alice-auth]\ntype=auth\nusername=alice\npassword=pw\n\
+                    [alice]\ntype=aor\nmax_contacts=1\n\
+                    [open]\ntype=endpoint\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        SipStack {
+            config: PjsipConfig::from_conf(&f, None).unwrap(),
+            registrar: Mutex::new(Registrar::new()),
+            registrations: Mutex::new(Vec::new()),
+            nonce_secret: [7; 32],
+            calls: Mutex::new(HashMap::new()),
+            next_rtp: AtomicU16::new(0),
+            local: Mutex::new(None),
+        }
+    }
+
+    fn invite(from: &str) -> Request {
+        let text = format!(
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKa\r\n\
+             From: <sip:{from}@10.0.0.9>;tag=x\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: c1\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        match super::super::parse_message(text.as_bytes()).unwrap() {
+            super::super::SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn inbound_digest_challenge_stale_and_forbidden() {
+        let stack = test_stack();
+        let req = invite("alice");
+        let ep = identify_invite(&stack.config, &req, "10.0.0.9".parse().unwrap())
+            .unwrap()
+            .clone();
+        assert_eq!(ep.name, "alice");
+        let t0 = 1_800_000_000u64;
+        // No credentials: 401 with SHA-256 offered before MD5.
+        let ch = check_auth(&stack, t0, &req, &ep).unwrap_err();
+        assert_eq!(ch.status, 401);
+        let algs: Vec<&str> = ch.headers.get_all(&HeaderName::WWW_AUTHENTICATE).collect();
+        assert_eq!(algs.len(), 2);
+        assert!(
+            algs[0].contains("SHA-256") && algs[1].contains("MD5"),
+            "{algs:?}"
+        );
+        // Right password: through (both algorithms).
+        for _ in 0..2 {
+            let mut ok = req.clone();
+            crate::sip::auth::authorize_request(&mut ok, &ch, "alice", "pw", "cn", 1).unwrap();
+            assert!(check_auth(&stack, t0 + 5, &ok, &ep).is_ok());
+        }
+        let mut md5 = req.clone();
+        let mut only_md5 = (*ch).clone();
+        only_md5.headers.remove(&HeaderName::WWW_AUTHENTICATE);
+        only_md5.headers.push(HeaderName::WWW_AUTHENTICATE, algs[1]);
+        crate::sip::auth::authorize_request(&mut md5, &only_md5, "alice", "pw", "cn", 1).unwrap();
+        assert!(check_auth(&stack, t0 + 5, &md5, &ep).is_ok());
+        // The same credentials after the nonce lifetime (32 s): 401 stale=true.
+        let stale = check_auth(&stack, t0 + 100, &md5, &ep).unwrap_err();
+        assert_eq!(stale.status, 401);
+        assert!(stale
+            .headers
+            .get(&HeaderName::WWW_AUTHENTICATE)
+            .unwrap()
+            .contains("stale=true"));
+        // Wrong password: 403.
+        let mut bad = req.clone();
+        crate::sip::auth::authorize_request(&mut bad, &ch, "alice", "nope", "cn", 1).unwrap();
+        assert_eq!(
+            check_auth(&stack, t0 + 5, &bad, &ep).unwrap_err().status,
+            403
+        );
+        // A nonce from another process/secret: a fresh challenge, not 403.
+        let other = DigestServer::new("asterisk", b"other", 32).challenge_response(
+            t0,
+            &req,
+            false,
+            false,
+            &[Algorithm::Md5],
+            "t",
+        );
+        let mut foreign = req.clone();
+        crate::sip::auth::authorize_request(&mut foreign, &other, "alice", "pw", "cn", 1).unwrap();
+        assert_eq!(
+            check_auth(&stack, t0 + 5, &foreign, &ep)
+                .unwrap_err()
+                .status,
+            401
+        );
+        // Endpoint without auth: no challenge. Unknown user: no endpoint.
+        let open = stack.config.endpoint("open").unwrap();
+        assert!(check_auth(&stack, t0, &invite("open"), open).is_ok());
+        assert!(identify_invite(
+            &stack.config,
+            &invite("mallory"),
+            "10.0.0.9".parse().unwrap()
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn supported_algorithms_uas_option() {
+        let text = "[a]\ntype=auth\nusername=a\npassword=b\nsupported_algorithms_uas=MD5\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        assert_eq!(
+            PjsipConfig::from_conf(&f, None).unwrap().auths[0].algorithms,
+            vec![Algorithm::Md5]
+        );
+        let text = "[a]\ntype=auth\nsupported_algorithms_uas=SHA-512\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        assert!(PjsipConfig::from_conf(&f, None).is_err());
+    }
+
+    #[test]
+    fn registration_section() {
+        let text = "[t-auth]\ntype=auth\nusername=u\npassword=p\n\
+                    [prov]\ntype=registration\nserver_uri=sip:192.0.2.1:5060\n\
+                    client_uri=sip:1234@192.0.2.1\noutbound_auth=t-auth\nexpiration=600\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        let c = PjsipConfig::from_conf(&f, None).unwrap();
+        let r = &c.registrations[0];
+        assert_eq!(r.contact_user, "1234");
+        assert_eq!(r.auth, Some(("u".to_string(), "p".to_string())));
+        assert_eq!((r.expiration, r.retry_interval), (600, 60));
+        let bad =
+            "[prov]\ntype=registration\nserver_uri=sip:x\nclient_uri=sip:a@x\noutbound_auth=none\n";
+        let f = crate::config::parser::parse_str(bad, std::path::Path::new("pjsip.conf")).unwrap();
+        assert!(PjsipConfig::from_conf(&f, None).is_err());
+    }
 
     #[test]
     fn cidr_matching() {
