@@ -22,7 +22,9 @@
 pub mod auth;
 pub mod dialog;
 pub mod message;
+pub mod outreg;
 pub mod parse;
+pub mod registrar;
 pub mod sdp;
 pub mod stack;
 pub mod transaction;

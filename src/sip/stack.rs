@@ -3,7 +3,10 @@
 //! per AOR), and inbound INVITE from identified endpoints creating `PJSIP/<ep>-<hex>`
 //! channels whose media runs through a per-call driver task owning an [`RtpSession`].
 
+use super::auth::{Algorithm, DigestServer, Verdict};
 use super::message::{Host, Method, NameAddr, Request, Response, SipUri, Transport, Uri, Via};
+use super::outreg::{RegState, RegistrationCfg, RegistrationClient};
+use super::registrar::{AorPolicy, Registrar};
 use super::sdp::{self, Codec, Direction, Sdp};
 use super::transaction::{Event, TimerConfig, TransactionLayer, TxId};
 use super::HeaderName;
@@ -37,6 +40,8 @@ pub struct EndpointCfg {
     pub allow: Vec<Codec>,
     pub aors: Vec<String>,
     pub auth: Option<String>,
+    /// `outbound_auth`: credentials used when a request we send is challenged.
+    pub outbound_auth: Option<String>,
     pub dtmf_mode: String,
     pub rtp_symmetric: bool,
 }
@@ -47,6 +52,13 @@ pub struct AuthCfg {
     pub name: String,
     pub username: String,
     pub password: String,
+    /// `realm` (default `asterisk`, as Asterisk's `default_realm`).
+    pub realm: String,
+    /// `nonce_lifetime` in seconds (default 32).
+    pub nonce_lifetime: u64,
+    /// `supported_algorithms_uas`: the challenges we send, most preferred first
+    /// (default SHA-256 then MD5, RFC 8760 order).
+    pub algorithms: Vec<Algorithm>,
 }
 
 /// A `type=aor` section.
@@ -54,7 +66,8 @@ pub struct AuthCfg {
 pub struct AorCfg {
     pub name: String,
     pub contacts: Vec<String>,
-    pub max_contacts: u32,
+    /// max_contacts, remove_existing, default/minimum/maximum_expiration.
+    pub policy: AorPolicy,
 }
 
 /// A `type=identify` section: `match` as (network, prefix length).
@@ -72,6 +85,7 @@ pub struct PjsipConfig {
     pub auths: Vec<AuthCfg>,
     pub aors: Vec<AorCfg>,
     pub identifies: Vec<IdentifyCfg>,
+    pub registrations: Vec<RegistrationCfg>,
     pub rtp_start: u16,
     pub rtp_end: u16,
 }
@@ -188,6 +202,10 @@ impl PjsipConfig {
                             .get("auth")
                             .map(|a| a.trim().to_string())
                             .filter(|a| !a.is_empty()),
+                        outbound_auth: s
+                            .get("outbound_auth")
+                            .map(|a| a.trim().to_string())
+                            .filter(|a| !a.is_empty()),
                         dtmf_mode: s.get("dtmf_mode").unwrap_or("rfc4733").to_string(),
                         rtp_symmetric: s.get_bool("rtp_symmetric").unwrap_or(false),
                     });
@@ -196,6 +214,38 @@ impl PjsipConfig {
                     name: s.name.clone(),
                     username: s.get("username").unwrap_or(&s.name).to_string(),
                     password: s.get("password").unwrap_or("").to_string(),
+                    realm: s
+                        .get("realm")
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or("asterisk")
+                        .to_string(),
+                    nonce_lifetime: s.get_parse("nonce_lifetime")?.unwrap_or(32),
+                    algorithms: match s.get("supported_algorithms_uas") {
+                        None => vec![Algorithm::Sha256, Algorithm::Md5],
+                        Some(v) => {
+                            let mut algs = Vec::new();
+                            for a in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                                let alg = Algorithm::parse(a).ok_or_else(|| {
+                                    ConfigError::new(
+                                        &s.file,
+                                        s.line,
+                                        format!("unsupported digest algorithm '{a}'"),
+                                    )
+                                })?;
+                                if !algs.contains(&alg) {
+                                    algs.push(alg);
+                                }
+                            }
+                            if algs.is_empty() {
+                                return Err(ConfigError::new(
+                                    &s.file,
+                                    s.line,
+                                    "supported_algorithms_uas is empty",
+                                ));
+                            }
+                            algs
+                        }
+                    },
                 }),
                 "aor" => cfg.aors.push(AorCfg {
                     name: s.name.clone(),
@@ -205,7 +255,13 @@ impl PjsipConfig {
                         .map(|c| c.trim().to_string())
                         .filter(|c| !c.is_empty())
                         .collect(),
-                    max_contacts: s.get_parse("max_contacts")?.unwrap_or(0),
+                    policy: AorPolicy {
+                        max_contacts: s.get_parse("max_contacts")?.unwrap_or(0),
+                        remove_existing: s.get_bool("remove_existing").unwrap_or(false),
+                        default_expiration: s.get_parse("default_expiration")?.unwrap_or(3600),
+                        minimum_expiration: s.get_parse("minimum_expiration")?.unwrap_or(60),
+                        maximum_expiration: s.get_parse("maximum_expiration")?.unwrap_or(7200),
+                    },
                 }),
                 "identify" => {
                     let mut matches = Vec::new();
@@ -224,6 +280,51 @@ impl PjsipConfig {
                 }
                 _ => {}
             }
+        }
+        // Registrations last: they refer to auth sections.
+        for s in pjsip.real_sections() {
+            if !s
+                .get("type")
+                .is_some_and(|t| t.eq_ignore_ascii_case("registration"))
+            {
+                continue;
+            }
+            let uri = |key: &str| -> Result<SipUri, ConfigError> {
+                let v = s.get(key).unwrap_or("").trim();
+                v.trim_matches(|c| c == '<' || c == '>')
+                    .parse::<SipUri>()
+                    .map_err(|e| ConfigError::new(&s.file, s.line, format!("bad {key} '{v}': {e}")))
+            };
+            let server_uri = uri("server_uri")?;
+            let client_uri = uri("client_uri")?;
+            let auth = match s
+                .get("outbound_auth")
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+            {
+                Some(a) => {
+                    let au = cfg.auths.iter().find(|x| x.name == a).ok_or_else(|| {
+                        ConfigError::new(&s.file, s.line, format!("no auth section '{a}'"))
+                    })?;
+                    Some((au.username.clone(), au.password.clone()))
+                }
+                None => None,
+            };
+            cfg.registrations.push(RegistrationCfg {
+                name: s.name.clone(),
+                contact_user: s
+                    .get("contact_user")
+                    .map(str::to_string)
+                    .or_else(|| client_uri.user.clone())
+                    .unwrap_or_else(|| "s".to_string()),
+                server_uri,
+                client_uri,
+                auth,
+                expiration: s.get_parse("expiration")?.unwrap_or(3600),
+                retry_interval: s.get_parse("retry_interval")?.unwrap_or(60),
+                forbidden_retry_interval: s.get_parse("forbidden_retry_interval")?.unwrap_or(0),
+                max_retries: s.get_parse("max_retries")?.unwrap_or(10),
+            });
         }
         if let Some(r) = rtp.and_then(|r| r.section("general")) {
             if let Some(v) = r.get_parse::<u16>("rtpstart")? {
@@ -252,12 +353,17 @@ impl PjsipConfig {
     }
 }
 
-/// A registered contact.
+/// One outbound registration as `pjsip show registrations` shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Contact {
-    pub uri: String,
-    pub expires_at: Instant,
-    pub source: SocketAddr,
+pub struct RegStatus {
+    pub name: String,
+    pub server_uri: String,
+    pub client_uri: String,
+    pub auth: bool,
+    pub state: RegState,
+    pub last_status: Option<u16>,
+    /// Seconds until the registration expires (Registered only).
+    pub expires_in: Option<u64>,
 }
 
 /// Commands from call drivers to their transport task.
@@ -280,7 +386,12 @@ enum CallIn {
 /// The SIP stack, stored in `core.ext()`.
 pub struct SipStack {
     pub config: PjsipConfig,
-    pub contacts: Mutex<HashMap<String, Vec<Contact>>>,
+    /// Inbound registrations (contacts per AOR).
+    pub registrar: Mutex<Registrar>,
+    /// Outbound registrations, refreshed by the transport task.
+    pub registrations: Mutex<Vec<RegStatus>>,
+    /// Key of the stateless digest nonces (random per process).
+    nonce_secret: [u8; 32],
     /// Active PJSIP channels: name -> (endpoint, remote RTP).
     pub calls: Mutex<HashMap<String, (String, String)>>,
     next_rtp: AtomicU16,
@@ -328,7 +439,9 @@ pub async fn start(core: Arc<Core>) -> anyhow::Result<()> {
     let stack = Arc::new(SipStack {
         next_rtp: AtomicU16::new(0),
         config,
-        contacts: Mutex::new(HashMap::new()),
+        registrar: Mutex::new(Registrar::new()),
+        registrations: Mutex::new(Vec::new()),
+        nonce_secret: rand::random(),
         calls: Mutex::new(HashMap::new()),
         local: Mutex::new(None),
     });
@@ -367,8 +480,42 @@ async fn transport_task(
     let mut calls: HashMap<String, mpsc::UnboundedSender<CallIn>> = HashMap::new();
     let mut tx_call: HashMap<TxId, String> = HashMap::new();
     let mut buf = vec![0u8; 65536];
+    // Outbound registrations run on the first transport only.
+    let first = stack.local.lock().as_ref().is_some_and(|l| l.0 == local);
+    let mut regs: Vec<RegistrationClient> = if first {
+        stack
+            .config
+            .registrations
+            .iter()
+            .map(|c| {
+                RegistrationClient::new(
+                    c.clone(),
+                    SipStack::local_ip(local),
+                    local.port(),
+                    Instant::now(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut reg_tx: HashMap<TxId, usize> = HashMap::new();
     loop {
-        let deadline = layer.poll_timeout();
+        drive_registrations(&stack, &mut layer, &mut regs, &mut reg_tx, Instant::now());
+        while let Some(t) = layer.poll_transmit() {
+            if sock.send_to(&t.data, t.dest).await.is_err() {
+                if let Some(tx) = t.tx {
+                    layer.transport_error(tx);
+                }
+            }
+        }
+        let deadline = match (
+            layer.poll_timeout(),
+            regs.iter().filter_map(|r| r.poll_timeout()).min(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -449,6 +596,27 @@ async fn transport_task(
                         }
                     }
                 }
+                Event::Response {
+                    tx: Some(t),
+                    response,
+                    ..
+                } if reg_tx.contains_key(&t) => {
+                    let idx = reg_tx.get(&t).copied().unwrap_or(usize::MAX);
+                    if let Some(r) = regs.get_mut(idx) {
+                        if let Some(again) = r.handle_response(Instant::now(), &response) {
+                            if !send_registration(&mut layer, &mut reg_tx, idx, again) {
+                                r.handle_failure(Instant::now());
+                            }
+                        }
+                    }
+                }
+                Event::Timeout { tx, .. } | Event::TransportError { tx }
+                    if reg_tx.contains_key(&tx) =>
+                {
+                    if let Some(r) = reg_tx.get(&tx).and_then(|i| regs.get_mut(*i)) {
+                        r.handle_failure(Instant::now());
+                    }
+                }
                 Event::Response { tx, response, .. } => {
                     let cid = tx
                         .and_then(|t| tx_call.get(&t).cloned())
@@ -464,6 +632,7 @@ async fn transport_task(
                 }
                 Event::Terminated { tx } => {
                     tx_call.remove(&tx);
+                    reg_tx.remove(&tx);
                 }
                 _ => {}
             }
@@ -472,6 +641,65 @@ async fn transport_task(
             let _ = sock.send_to(&t.data, t.dest).await;
         }
     }
+}
+
+fn send_registration(
+    layer: &mut TransactionLayer,
+    reg_tx: &mut HashMap<TxId, usize>,
+    idx: usize,
+    req: Request,
+) -> bool {
+    let dest = req.uri.as_sip().and_then(|u| u.socket_addr());
+    let Some(dest) = dest else {
+        return false;
+    };
+    match layer.send_request(Instant::now(), dest, Transport::Udp, req) {
+        Ok(id) => {
+            reg_tx.insert(id, idx);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Send due REGISTERs and publish the registration states for the CLI.
+fn drive_registrations(
+    stack: &SipStack,
+    layer: &mut TransactionLayer,
+    regs: &mut [RegistrationClient],
+    reg_tx: &mut HashMap<TxId, usize>,
+    now: Instant,
+) {
+    if regs.is_empty() {
+        return;
+    }
+    for (i, r) in regs.iter_mut().enumerate() {
+        if let Some(req) = r.poll_request(now) {
+            if !send_registration(layer, reg_tx, i, req) {
+                tracing::warn!(
+                    "registration {}: cannot send to {}",
+                    r.config().name,
+                    r.config().server_uri
+                );
+                r.handle_failure(now);
+            }
+        }
+    }
+    let snapshot: Vec<RegStatus> = regs
+        .iter()
+        .map(|r| RegStatus {
+            name: r.config().name.clone(),
+            server_uri: r.config().server_uri.to_string(),
+            client_uri: r.config().client_uri.to_string(),
+            auth: r.config().auth.is_some(),
+            state: r.state(),
+            last_status: r.last_status,
+            expires_in: r
+                .expires_at
+                .map(|e| e.saturating_duration_since(now).as_secs()),
+        })
+        .collect();
+    *stack.registrations.lock() = snapshot;
 }
 
 /// Best effort 400 for a request that failed to parse (needs the Via etc. to be readable).
@@ -531,10 +759,15 @@ fn handle_new_request(
         }
         Method::Register => handle_register(stack, layer, tx, &req, source),
         Method::Invite => {
-            let Some(ep) = stack.config.identify(source.ip()).cloned() else {
+            let Some(ep) = identify_invite(&stack.config, &req, source.ip()).cloned() else {
+                tracing::info!("SIP INVITE from {source}: no endpoint matched");
                 respond(layer, tx, &req, 403);
                 return;
             };
+            if let Err(r) = check_auth(stack, unix_now(), &req, &ep) {
+                let _ = layer.send_response(Instant::now(), tx, *r);
+                return;
+            }
             let Ok(offer) = Sdp::parse(&req.body) else {
                 respond(layer, tx, &req, 488);
                 return;
@@ -555,6 +788,87 @@ fn handle_new_request(
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn uri_user(na: Result<NameAddr, super::SipParseError>) -> Option<String> {
+    na.ok()
+        .and_then(|n| n.uri.as_sip().and_then(|u| u.user.clone()))
+}
+
+/// The endpoint an INVITE belongs to, in Asterisk's default `endpoint_identifier_order`:
+/// `identify` by source IP first, then the endpoint named by the From user.
+pub fn identify_invite<'a>(
+    cfg: &'a PjsipConfig,
+    req: &Request,
+    ip: IpAddr,
+) -> Option<&'a EndpointCfg> {
+    cfg.identify(ip)
+        .or_else(|| uri_user(req.headers.from()).and_then(|u| cfg.endpoint(&u)))
+}
+
+/// The endpoint a REGISTER belongs to: the endpoint named by the From user (a phone
+/// registers as itself), else the To user, else `identify` by source IP.
+pub fn identify_register<'a>(
+    cfg: &'a PjsipConfig,
+    req: &Request,
+    ip: IpAddr,
+) -> Option<&'a EndpointCfg> {
+    uri_user(req.headers.from())
+        .and_then(|u| cfg.endpoint(&u))
+        .or_else(|| uri_user(req.headers.to()).and_then(|u| cfg.endpoint(&u)))
+        .or_else(|| cfg.identify(ip))
+}
+
+/// Digest check for a request from endpoint `ep` (RFC 3261 §22.4, RFC 8760): endpoints
+/// without `auth=` pass. Otherwise `Err` carries the response to send: 401 with one
+/// SHA-256 and one MD5 challenge when credentials are missing, for another realm or carry
+/// a nonce we did not issue; 401 with `stale=true` for a correct digest on an expired
+/// nonce; 403 for a wrong password or user name.
+pub fn check_auth(
+    stack: &SipStack,
+    now_unix: u64,
+    req: &Request,
+    ep: &EndpointCfg,
+) -> Result<(), Box<Response>> {
+    let Some(auth_name) = &ep.auth else {
+        return Ok(());
+    };
+    let forbidden = || Box::new(Response::from_request(req, 403).with_to_tag(&super::new_tag()));
+    let Some(auth) = stack.config.auths.iter().find(|a| &a.name == auth_name) else {
+        tracing::warn!("endpoint {}: auth '{auth_name}' is not configured", ep.name);
+        return Err(forbidden());
+    };
+    let server = DigestServer::new(auth.realm.clone(), &stack.nonce_secret, auth.nonce_lifetime);
+    let verdict = server.verify_request(now_unix, req, false, |u| {
+        (u == auth.username).then(|| auth.password.clone())
+    });
+    let challenge = |stale: bool| {
+        Box::new(server.challenge_response(
+            now_unix,
+            req,
+            false,
+            stale,
+            &auth.algorithms,
+            &super::new_tag(),
+        ))
+    };
+    match verdict {
+        Verdict::Authorized { .. } => Ok(()),
+        Verdict::Missing => Err(challenge(false)),
+        Verdict::Stale => Err(challenge(true)),
+        Verdict::Rejected("invalid nonce") => Err(challenge(false)),
+        Verdict::Rejected(why) => {
+            tracing::info!("SIP {} for endpoint {}: {why}", req.method, ep.name);
+            Err(forbidden())
+        }
+    }
+}
+
 fn handle_register(
     stack: &Arc<SipStack>,
     layer: &mut TransactionLayer,
@@ -562,56 +876,53 @@ fn handle_register(
     req: &Request,
     source: SocketAddr,
 ) {
-    let user = req
-        .headers
-        .to()
-        .ok()
-        .and_then(|t| t.uri.as_sip().and_then(|u| u.user.clone()))
-        .unwrap_or_default();
-    let Some(aor) = stack.config.aors.iter().find(|a| a.name == user) else {
+    let now = Instant::now();
+    let Some(ep) = identify_register(&stack.config, req, source.ip()) else {
+        respond(layer, tx, req, 403);
+        return;
+    };
+    if let Err(r) = check_auth(stack, unix_now(), req, ep) {
+        let _ = layer.send_response(now, tx, *r);
+        return;
+    }
+    let user = uri_user(req.headers.to()).unwrap_or_default();
+    let Some(aor) = stack
+        .config
+        .aors
+        .iter()
+        .find(|a| a.name == user && ep.aors.contains(&a.name))
+    else {
         respond(layer, tx, req, 404);
         return;
     };
-    let default_exp: u64 = req
-        .headers
-        .get(&HeaderName::EXPIRES)
-        .and_then(|e| e.trim().parse().ok())
-        .unwrap_or(3600);
-    let now = Instant::now();
-    let mut map = stack.contacts.lock();
-    let list = map.entry(aor.name.clone()).or_default();
-    list.retain(|c| c.expires_at > now);
-    if req.headers.is_contact_star() {
-        list.clear();
-    } else if let Ok(cs) = req.headers.contacts() {
-        for c in cs {
-            let exp = c
-                .param("expires")
-                .flatten()
-                .and_then(|e| e.parse().ok())
-                .unwrap_or(default_exp);
-            let uri = c.uri.to_string();
-            list.retain(|x| x.uri != uri);
-            if exp > 0 {
-                if aor.max_contacts > 0 && list.len() as u32 >= aor.max_contacts {
-                    list.remove(0);
-                }
-                list.push(Contact {
-                    uri,
-                    expires_at: now + Duration::from_secs(exp),
-                    source,
-                });
+    let result = stack
+        .registrar
+        .lock()
+        .register(now, &aor.name, &aor.policy, req, source);
+    match result {
+        Ok(list) => {
+            let mut r = Response::from_request(req, 200).with_to_tag(&super::new_tag());
+            for (uri, left) in list {
+                r.headers
+                    .push(HeaderName::CONTACT, format!("<{uri}>;expires={left}"));
             }
+            r.headers.push(
+                HeaderName::DATE,
+                chrono::Utc::now()
+                    .format("%a, %d %b %Y %H:%M:%S GMT")
+                    .to_string(),
+            );
+            let _ = layer.send_response(now, tx, r);
+        }
+        Err(e) => {
+            tracing::info!("REGISTER {} from {source}: {e}", aor.name);
+            let mut r = Response::from_request(req, e.status()).with_to_tag(&super::new_tag());
+            if let super::registrar::RegisterError::IntervalTooBrief(min) = e {
+                r.headers.push(HeaderName::MIN_EXPIRES, min.to_string());
+            }
+            let _ = layer.send_response(now, tx, r);
         }
     }
-    let mut r = Response::from_request(req, 200).with_to_tag(&super::new_tag());
-    for c in list.iter() {
-        let left = c.expires_at.saturating_duration_since(now).as_secs();
-        r.headers
-            .push(HeaderName::CONTACT, format!("<{}>;expires={left}", c.uri));
-    }
-    drop(map);
-    let _ = layer.send_response(now, tx, r);
 }
 
 fn payloads_for(audio: &sdp::AudioInfo) -> (PayloadMap, Option<Codec>) {
@@ -721,9 +1032,14 @@ async fn inbound_call(
         tx,
         invite,
         answered: false,
+        local_sdp: Some(answer.clone()),
         sdp_body,
         remote_sip: source,
         local,
+        allow: ep.allow.clone(),
+        rtp_port,
+        sending: true,
+        held: false,
     };
     d.run(&mut dialog, &mut rtp, rtp_sock, mine, &mut inbox)
         .await;
@@ -739,6 +1055,13 @@ struct Driver {
     sdp_body: Vec<u8>,
     remote_sip: SocketAddr,
     local: SocketAddr,
+    /// Our current SDP (its origin is kept, and its version bumped, in later answers).
+    local_sdp: Option<Sdp>,
+    allow: Vec<Codec>,
+    rtp_port: u16,
+    /// False while the peer holds us with sendonly/inactive: our frames are dropped.
+    sending: bool,
+    held: bool,
 }
 
 impl Driver {
@@ -782,6 +1105,64 @@ impl Driver {
             Uri::Sip(u) => u.socket_addr().unwrap_or(self.remote_sip),
             _ => self.remote_sip,
         }
+    }
+
+    /// Answer a re-INVITE (RFC 3264 §8): the same codecs and port, the direction the
+    /// offer allows (sendonly -> recvonly, inactive -> inactive, sendrecv back), our
+    /// origin with its version bumped. While held we stop sending RTP and the RTP
+    /// timeout is suspended; the channel gets Hold/Unhold. No usable offer: 488, and
+    /// the session stays as it was. A re-INVITE without SDP gets our current SDP.
+    fn reinvite(
+        &mut self,
+        dialog: &super::Dialog,
+        rtp: &mut RtpSession,
+        link: &TechLink,
+        req: &Request,
+    ) -> Response {
+        let now = Instant::now();
+        if req.body.is_empty() {
+            let mut r = dialog.create_response(req, 200);
+            r.set_body(Some("application/sdp"), self.sdp_body.clone());
+            return r;
+        }
+        let ip = SipStack::local_ip(self.local);
+        let Ok(offer) = Sdp::parse(&req.body) else {
+            return dialog.create_response(req, 488);
+        };
+        let Ok(mut answer) =
+            sdp::answer(&offer, &self.allow, ip, self.rtp_port, Direction::SendRecv)
+        else {
+            return dialog.create_response(req, 488);
+        };
+        if let Some(prev) = &self.local_sdp {
+            answer.origin = prev.origin.clone();
+            answer.bump_version();
+        }
+        let dir = answer.audio().map(|a| a.direction).unwrap_or_default();
+        self.sending = dir.sends();
+        let held = offer.is_hold();
+        rtp.set_hold(now, held);
+        if held != self.held {
+            self.held = held;
+            let c = if held { Control::Hold } else { Control::Unhold };
+            let _ = link.tx.try_send(ChanMsg::Control(c));
+        }
+        if let Some(a) = offer.audio() {
+            if let Some(addr) = a.addr.filter(|ip| !ip.is_unspecified()) {
+                let remote = SocketAddr::new(addr, a.port);
+                if rtp.remote() != Some(remote) {
+                    rtp.set_remote(remote, None);
+                }
+            }
+        }
+        if let Some(a) = answer.audio() {
+            rtp.set_payloads(payloads_for(&a).0);
+        }
+        self.sdp_body = answer.to_bytes();
+        self.local_sdp = Some(answer);
+        let mut r = dialog.create_response(req, 200);
+        r.set_body(Some("application/sdp"), self.sdp_body.clone());
+        r
     }
 
     async fn run(
@@ -829,10 +1210,10 @@ impl Driver {
                 m = link.rx.recv() => {
                     let now = Instant::now();
                     match m {
-                        Some(ChanMsg::Frame(f)) => {
+                        Some(ChanMsg::Frame(f)) if self.sending => {
                             if let Some(t) = rtp.send_frame(now, &f) { let _ = sock.send_to(&t.data, t.dest).await; }
                         }
-                        Some(ChanMsg::DtmfBegin(_)) => {}
+                        Some(ChanMsg::DtmfBegin(_)) | Some(ChanMsg::Frame(_)) => {}
                         Some(ChanMsg::DtmfEnd(d, ms)) => {
                             if let Ok(Some(t)) = rtp.send_dtmf(now, d, ms.max(100)) { let _ = sock.send_to(&t.data, t.dest).await; }
                         }
@@ -865,10 +1246,15 @@ impl Driver {
                                     return;
                                 }
                                 Method::Ack => {}
+                                Method::Invite => {
+                                    if let Some(tx) = tx {
+                                        let r = self.reinvite(dialog, rtp, &link, &req);
+                                        let _ = self.cmd.send(StackCmd::Respond(tx, r));
+                                    }
+                                }
                                 _ => {
                                     if let Some(tx) = tx {
-                                        let mut r = dialog.create_response(&req, 200);
-                                        if req.method == Method::Invite { r.set_body(Some("application/sdp"), self.sdp_body.clone()); }
+                                        let r = dialog.create_response(&req, 200);
                                         let _ = self.cmd.send(StackCmd::Respond(tx, r));
                                     }
                                 }
@@ -923,14 +1309,10 @@ impl crate::core::Technology for PjsipTech {
             Some(u) => u,
             None => {
                 let now = Instant::now();
-                let reg = stack.contacts.lock();
+                let reg = stack.registrar.lock();
                 ep.aors
                     .iter()
-                    .find_map(|a| {
-                        reg.get(a)
-                            .and_then(|l| l.iter().rev().find(|c| c.expires_at > now))
-                            .map(|c| c.uri.clone())
-                    })
+                    .find_map(|a| reg.contacts(now, a).last().map(|c| c.uri.clone()))
                     .or_else(|| {
                         ep.aors.iter().find_map(|a| {
                             stack
@@ -1044,6 +1426,12 @@ async fn outbound_call(
     let _ = cmd.send(StackCmd::Register(cid.clone(), in_tx));
     let _ = cmd.send(StackCmd::Request(dest, invite.clone()));
     let mut cancelled = false;
+    let mut auth_tried = false;
+    let outbound_auth = ep
+        .outbound_auth
+        .as_ref()
+        .and_then(|n| stack.config.auths.iter().find(|a| &a.name == n))
+        .map(|a| (a.username.clone(), a.password.clone()));
     let answer = loop {
         tokio::select! {
             m = link.rx.recv() => match m {
@@ -1061,6 +1449,24 @@ async fn outbound_call(
                         183 if !cancelled => { let _ = link.tx.try_send(ChanMsg::Control(Control::Progress)); }
                         101..=199 => {}
                         200..=299 => break r,
+                        401 | 407 if !auth_tried && !cancelled && outbound_auth.is_some() => {
+                            // Answer the challenge once: same Call-ID and tags, next CSeq,
+                            // new branch (RFC 3261 §22.2). The 401's ACK is the transaction's.
+                            auth_tried = true;
+                            let Some((user, pass)) = &outbound_auth else { continue };
+                            if super::auth::authorize_request(&mut invite, &r, user, pass, &super::new_tag(), 1).is_err() {
+                                hang(&link, 21);
+                                let _ = cmd.send(StackCmd::Unregister(cid));
+                                return;
+                            }
+                            let next = invite.headers.cseq().map(|c| c.seq + 1).unwrap_or(2);
+                            invite.headers.set(HeaderName::CSEQ, format!("{next} INVITE"));
+                            if let Ok(mut v) = invite.headers.top_via() {
+                                v.set_branch(&super::new_branch());
+                                invite.headers.set_top_via(&v);
+                            }
+                            let _ = cmd.send(StackCmd::Request(dest, invite.clone()));
+                        }
                         s => {
                             let cause = match s {
                                 486 | 600 => 17,
@@ -1096,9 +1502,14 @@ async fn outbound_call(
         tx: TxId(0),
         invite,
         answered: true,
+        local_sdp: Some(offer.clone()),
         sdp_body,
         remote_sip: dest,
         local,
+        allow: ep.allow.clone(),
+        rtp_port,
+        sending: true,
+        held: false,
     };
     d.send_ack(&dialog);
     if cancelled {
@@ -1153,7 +1564,7 @@ fn register_cli(core: &Arc<Core>) {
                 let mut out = String::from(" Endpoint:  <Endpoint/CID.....................................>  <State.....>  <Channels.>\n");
                 for e in &s.config.endpoints {
                     let n = s.calls.lock().values().filter(|c| c.0 == e.name).count();
-                    let reg = e.aors.iter().any(|a| s.contacts.lock().get(a).is_some_and(|l| !l.is_empty()));
+                    let reg = e.aors.iter().any(|a| !s.registrar.lock().contacts(Instant::now(), a).is_empty());
                     out.push_str(&format!(" Endpoint:  {:<48} {:<13} {} of inf\n", e.name, if reg { "Not in use" } else { "Unavailable" }, n));
                 }
                 out.push_str(&format!("\nObjects found: {}\n", s.config.endpoints.len()));
@@ -1172,11 +1583,10 @@ fn register_cli(core: &Arc<Core>) {
                 let mut out = String::from("  Contact:  <Aor/ContactUri..........................> <Hash....> <Status> <RTT(ms)..>\n");
                 let now = Instant::now();
                 let mut n = 0;
-                for (aor, list) in s.contacts.lock().iter() {
-                    for c in list.iter().filter(|c| c.expires_at > now) {
-                        n += 1;
-                        out.push_str(&format!("  Contact:  {}/{} Avail\n", aor, c.uri));
-                    }
+                for (aor, c) in s.registrar.lock().all(now) {
+                    n += 1;
+                    let left = c.expires_at.saturating_duration_since(now).as_secs();
+                    out.push_str(&format!("  Contact:  {}/{} {} Avail expires={left}\n", aor, c.uri, c.source));
                 }
                 out.push_str(&format!("\nObjects found: {n}\n"));
                 out
@@ -1204,8 +1614,31 @@ fn register_cli(core: &Arc<Core>) {
     core.register_cli(
         "pjsip show registrations",
         "List outbound registrations",
-        Arc::new(|_core: Arc<Core>, _args: Vec<String>| {
-            Box::pin(async move { "No objects found.\n".to_string() })
+        Arc::new(|core: Arc<Core>, _args: Vec<String>| {
+            Box::pin(async move {
+                let Some(s) = core.ext.get::<SipStack>() else {
+                    return "PJSIP not loaded\n".to_string();
+                };
+                let regs = s.registrations.lock().clone();
+                if regs.is_empty() {
+                    return "No objects found.\n".to_string();
+                }
+                let mut out = String::from(" <Registration/ServerURI..............................>  <Auth....................>  <Status.......>\n");
+                out.push_str("==========================================================================================\n\n");
+                for r in &regs {
+                    let exp = r.expires_in.map(|e| format!(" (exp. {e}s)")).unwrap_or_default();
+                    out.push_str(&format!(
+                        " {}/{:<48} {:<26} {}{}\n",
+                        r.name,
+                        r.server_uri,
+                        if r.auth { "outbound_auth" } else { "n/a" },
+                        r.state.as_str(),
+                        exp
+                    ));
+                }
+                out.push_str(&format!("\nObjects found: {}\n", regs.len()));
+                out
+            })
         }),
     );
 }
@@ -1213,6 +1646,138 @@ fn register_cli(core: &Arc<Core>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_stack() -> SipStack {
+        let text = "[alice]\ntype=endpoint\nauth=alice-auth\naors=alice\n\
+                    [alice-auth]\ntype=auth\nusername=alice\npassword=pw\n\
+                    [alice]\ntype=aor\nmax_contacts=1\n\
+                    [open]\ntype=endpoint\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        SipStack {
+            config: PjsipConfig::from_conf(&f, None).unwrap(),
+            registrar: Mutex::new(Registrar::new()),
+            registrations: Mutex::new(Vec::new()),
+            nonce_secret: [7; 32],
+            calls: Mutex::new(HashMap::new()),
+            next_rtp: AtomicU16::new(0),
+            local: Mutex::new(None),
+        }
+    }
+
+    fn invite(from: &str) -> Request {
+        let text = format!(
+            "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKa\r\n\
+             From: <sip:{from}@10.0.0.9>;tag=x\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: c1\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        match super::super::parse_message(text.as_bytes()).unwrap() {
+            super::super::SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn inbound_digest_challenge_stale_and_forbidden() {
+        let stack = test_stack();
+        let req = invite("alice");
+        let ep = identify_invite(&stack.config, &req, "10.0.0.9".parse().unwrap())
+            .unwrap()
+            .clone();
+        assert_eq!(ep.name, "alice");
+        let t0 = 1_800_000_000u64;
+        // No credentials: 401 with SHA-256 offered before MD5.
+        let ch = check_auth(&stack, t0, &req, &ep).unwrap_err();
+        assert_eq!(ch.status, 401);
+        let algs: Vec<&str> = ch.headers.get_all(&HeaderName::WWW_AUTHENTICATE).collect();
+        assert_eq!(algs.len(), 2);
+        assert!(
+            algs[0].contains("SHA-256") && algs[1].contains("MD5"),
+            "{algs:?}"
+        );
+        // Right password: through (both algorithms).
+        for _ in 0..2 {
+            let mut ok = req.clone();
+            crate::sip::auth::authorize_request(&mut ok, &ch, "alice", "pw", "cn", 1).unwrap();
+            assert!(check_auth(&stack, t0 + 5, &ok, &ep).is_ok());
+        }
+        let mut md5 = req.clone();
+        let mut only_md5 = (*ch).clone();
+        only_md5.headers.remove(&HeaderName::WWW_AUTHENTICATE);
+        only_md5.headers.push(HeaderName::WWW_AUTHENTICATE, algs[1]);
+        crate::sip::auth::authorize_request(&mut md5, &only_md5, "alice", "pw", "cn", 1).unwrap();
+        assert!(check_auth(&stack, t0 + 5, &md5, &ep).is_ok());
+        // The same credentials after the nonce lifetime (32 s): 401 stale=true.
+        let stale = check_auth(&stack, t0 + 100, &md5, &ep).unwrap_err();
+        assert_eq!(stale.status, 401);
+        assert!(stale
+            .headers
+            .get(&HeaderName::WWW_AUTHENTICATE)
+            .unwrap()
+            .contains("stale=true"));
+        // Wrong password: 403.
+        let mut bad = req.clone();
+        crate::sip::auth::authorize_request(&mut bad, &ch, "alice", "nope", "cn", 1).unwrap();
+        assert_eq!(
+            check_auth(&stack, t0 + 5, &bad, &ep).unwrap_err().status,
+            403
+        );
+        // A nonce from another process/secret: a fresh challenge, not 403.
+        let other = DigestServer::new("asterisk", b"other", 32).challenge_response(
+            t0,
+            &req,
+            false,
+            false,
+            &[Algorithm::Md5],
+            "t",
+        );
+        let mut foreign = req.clone();
+        crate::sip::auth::authorize_request(&mut foreign, &other, "alice", "pw", "cn", 1).unwrap();
+        assert_eq!(
+            check_auth(&stack, t0 + 5, &foreign, &ep)
+                .unwrap_err()
+                .status,
+            401
+        );
+        // Endpoint without auth: no challenge. Unknown user: no endpoint.
+        let open = stack.config.endpoint("open").unwrap();
+        assert!(check_auth(&stack, t0, &invite("open"), open).is_ok());
+        assert!(identify_invite(
+            &stack.config,
+            &invite("mallory"),
+            "10.0.0.9".parse().unwrap()
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn supported_algorithms_uas_option() {
+        let text = "[a]\ntype=auth\nusername=a\npassword=b\nsupported_algorithms_uas=MD5\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        assert_eq!(
+            PjsipConfig::from_conf(&f, None).unwrap().auths[0].algorithms,
+            vec![Algorithm::Md5]
+        );
+        let text = "[a]\ntype=auth\nsupported_algorithms_uas=SHA-512\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        assert!(PjsipConfig::from_conf(&f, None).is_err());
+    }
+
+    #[test]
+    fn registration_section() {
+        let text = "[t-auth]\ntype=auth\nusername=u\npassword=p\n\
+                    [prov]\ntype=registration\nserver_uri=sip:192.0.2.1:5060\n\
+                    client_uri=sip:1234@192.0.2.1\noutbound_auth=t-auth\nexpiration=600\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        let c = PjsipConfig::from_conf(&f, None).unwrap();
+        let r = &c.registrations[0];
+        assert_eq!(r.contact_user, "1234");
+        assert_eq!(r.auth, Some(("u".to_string(), "p".to_string())));
+        assert_eq!((r.expiration, r.retry_interval), (600, 60));
+        let bad =
+            "[prov]\ntype=registration\nserver_uri=sip:x\nclient_uri=sip:a@x\noutbound_auth=none\n";
+        let f = crate::config::parser::parse_str(bad, std::path::Path::new("pjsip.conf")).unwrap();
+        assert!(PjsipConfig::from_conf(&f, None).is_err());
+    }
 
     #[test]
     fn cidr_matching() {
@@ -1250,7 +1815,8 @@ mod tests {
             "alice"
         );
         assert!(c.identify("10.0.0.1".parse().unwrap()).is_none());
-        assert_eq!(c.aors[0].max_contacts, 1);
+        assert_eq!(c.aors[0].policy.max_contacts, 1);
+        assert_eq!(c.aors[0].policy.default_expiration, 3600);
         assert_eq!(c.rtp_start, 10000);
     }
 }
