@@ -145,7 +145,7 @@ EOF
   local per_call=1 uas=""
   if [ "$mode" = bridge ]; then
     per_call=2
-    (cd "$dir" && exec sipp -sn uas -i 127.0.0.1 -p "$uas_port" -mp 44000 -rtp_echo \
+    (cd "$dir" && exec sipp -sn uas -i 127.0.0.1 -p "$uas_port" -mp 44000 -rtp_echo -rtp_buffsize 8388608 \
       -nostdin -bg > /dev/null 2>&1) || true
     uas=$(pgrep -n -f "sipp -sn uas -i 127.0.0.1 -p $uas_port" || true)
     [ -n "$uas" ] && PIDS+=("$uas")

@@ -220,7 +220,7 @@ fn test_signal(rate: u32) -> Vec<i16> {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let noise = ((x >> 16) as i32 % 2000 - 1000) as f64;
             let tone = (2.0 * std::f64::consts::PI * 523.0 * t).sin() * 6000.0;
-            let env = if (i / (rate as usize / 10)) % 3 == 0 {
+            let env = if (i / (rate as usize / 10)).is_multiple_of(3) {
                 1.0
             } else {
                 0.2
