@@ -3,7 +3,7 @@
 # into Echo() ("echo") or through a SIP<->SIP bridge (Dial to a SIPp UAS that echoes the RTP,
 # "bridge"). SIPp streams 20 ms PCMU both ways; voxpbx's outgoing RTP towards the callers goes
 # to one RTP sink (the SDP offers point there) that measures per-stream loss and RFC 3550
-# jitter. Reported: CPU per call (voxpbx's utime+stime from /proc over the steady state),
+# jitter, and silent gaps (> 60 ms without a packet). Reported: CPU per call (voxpbx's utime+stime from /proc over the steady state),
 # memory per call (RSS delta / N), loss, jitter, call setup time (INVITE -> 200, SIPp).
 #
 # Usage: scripts/bench-sip-load.sh [MODE...]      MODE: echo | bridge (default: both)
@@ -75,8 +75,15 @@ while not done:
     seq, ts, ssrc = struct.unpack_from("!HII", d, 2)
     x = st.get(ssrc)
     if x is None:
-        st[ssrc] = [1, seq, seq, 0, now - ts, 0.0]  # received, first, highest(ext), cycles, transit, jitter
+        # received, first seq, highest (extended), cycles, transit, jitter, first/last arrival,
+        # silent gaps (> 60 ms without a packet): count and total
+        st[ssrc] = [1, seq, seq, 0, now - ts, 0.0, now, now, 0, 0.0]
         continue
+    gap = now - x[7]
+    if gap > 480:
+        x[8] += 1
+        x[9] += gap / 8.0
+    x[7] = now
     x[0] += 1
     hi = x[2] & 0xffff
     if ((seq - hi) & 0xffff) < 0x8000:
@@ -93,7 +100,11 @@ exp = sum(v[2] - v[1] + 1 for v in st.values())
 jit = sorted(v[5] / 8.0 for v in st.values())
 json.dump({"streams": len(st), "received": rec, "expected": exp, "lost": max(0, exp - rec),
            "jitter_ms_mean": sum(jit) / len(jit) if jit else 0.0,
-           "jitter_ms_max": jit[-1] if jit else 0.0}, open(sys.argv[2], "w"))
+           "jitter_ms_max": jit[-1] if jit else 0.0,
+           "stream_s_mean": sum(v[7] - v[6] for v in st.values()) / 8000.0 / max(1, len(st)),
+           "gaps_per_stream": sum(v[8] for v in st.values()) / max(1, len(st)),
+           "gap_ms_per_stream": sum(v[9] for v in st.values()) / max(1, len(st))},
+          open(sys.argv[2], "w"))
 EOF
 
 run_mode() {
@@ -209,7 +220,7 @@ scpu = (int(s1) - int(s0)) / int(tck) / secs * 100.0
 s = json.load(open(sink))
 loss = 100.0 * s["lost"] / s["expected"] if s["expected"] else float("nan")
 print(f"| {mode} | {calls} | {up} | {cpu:.1f} % | {cpu / calls:.3f} % | {(int(r1) - int(r0)) / calls:.0f} KiB "
-      f"| {s['lost']} / {s['expected']} ({loss:.3f} %) | {s['jitter_ms_mean']:.2f} / {s['jitter_ms_max']:.2f} ms "
+      f"| {s['lost']} / {s['expected']} ({loss:.3f} %) | {s['gaps_per_stream']:.1f} | {s['jitter_ms_mean']:.2f} / {s['jitter_ms_max']:.2f} ms "
       f"| {rtt} ms | {ok} ok / {failed} failed | SIPp {scpu:.0f} % | {load} |")
 EOF
   kill "$pbx" 2>/dev/null || true
@@ -219,7 +230,7 @@ EOF
 
 echo "machine: $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(uname -r)"
 echo "before: $(uptime)"
-echo "| mode | calls | channels up | voxpbx CPU (of one core) | CPU per call | RSS per call | loss (voxpbx -> caller) | jitter mean / max | setup median / p99 | SIPp calls | SIPp CPU | load avg (1/5/15) |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| mode | calls | channels up | voxpbx CPU (of one core) | CPU per call | RSS per call | loss (voxpbx -> caller) | gaps > 60 ms per stream | jitter mean / max | setup median / p99 | SIPp calls | SIPp CPU | load avg (1/5/15) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for m in "${MODES[@]}"; do run_mode "$m"; done
 echo "work dir (logs): $WORK"
