@@ -541,6 +541,11 @@ impl RtpSession {
         self.timed_out = false;
     }
 
+    /// The configured `rtp_timeout` (zero = off).
+    pub fn timeout(&self) -> Duration {
+        self.cfg.timeout
+    }
+
     pub fn jitter_buffer(&self) -> &JitterBuffer {
         &self.jb
     }

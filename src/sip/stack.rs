@@ -44,6 +44,8 @@ pub struct EndpointCfg {
     pub outbound_auth: Option<String>,
     pub dtmf_mode: String,
     pub rtp_symmetric: bool,
+    /// `rtp_timeout` (seconds): hang up an answered call after this long without RTP (0 = off).
+    pub rtp_timeout: Duration,
 }
 
 /// A `type=auth` section (userpass).
@@ -208,6 +210,7 @@ impl PjsipConfig {
                             .filter(|a| !a.is_empty()),
                         dtmf_mode: s.get("dtmf_mode").unwrap_or("rfc4733").to_string(),
                         rtp_symmetric: s.get_bool("rtp_symmetric").unwrap_or(false),
+                        rtp_timeout: Duration::from_secs(s.get_parse("rtp_timeout")?.unwrap_or(0)),
                     });
                 }
                 "auth" => cfg.auths.push(AuthCfg {
@@ -979,7 +982,7 @@ async fn inbound_call(
             payloads,
             remote,
             symmetric: ep.rtp_symmetric,
-            timeout: Duration::from_secs(30),
+            timeout: ep.rtp_timeout,
             ..Default::default()
         },
         now,
@@ -1174,7 +1177,7 @@ impl Driver {
         inbox: &mut mpsc::UnboundedReceiver<CallIn>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut buf = vec![0u8; 2048];
         loop {
             tokio::select! {
@@ -1189,7 +1192,7 @@ impl Driver {
                     if let Some(t) = rtp.poll_rtcp(now) {
                         if !t.rtcp { let _ = sock.send_to(&t.data, t.dest).await; }
                     }
-                    if let Some(RtpEvent::Timeout) = rtp.poll_timeout(now) {
+                    if let Some(RtpEvent::Timeout) = rtp.poll_timeout(now).filter(|_| self.answered) {
                         if self.answered { self.send_bye(dialog); } else { self.respond(dialog, 408, false); }
                         let _ = link.tx.try_send(ChanMsg::Hangup(16));
                         return;
@@ -1218,7 +1221,7 @@ impl Driver {
                             if let Ok(Some(t)) = rtp.send_dtmf(now, d, ms.max(100)) { let _ = sock.send_to(&t.data, t.dest).await; }
                         }
                         Some(ChanMsg::Control(c)) => match c {
-                            Control::Answer if !self.answered => { self.answered = true; self.respond(dialog, 200, true); }
+                            Control::Answer if !self.answered => { self.answered = true; rtp.set_timeout(now, rtp.timeout()); self.respond(dialog, 200, true); }
                             Control::Ringing if !self.answered => self.respond(dialog, 180, false),
                             Control::Progress if !self.answered => self.respond(dialog, 183, true),
                             Control::Busy if !self.answered => { self.respond(dialog, 486, false); return; }
@@ -1541,7 +1544,7 @@ async fn outbound_call(
             payloads,
             remote,
             symmetric: ep.rtp_symmetric,
-            timeout: Duration::from_secs(30),
+            timeout: ep.rtp_timeout,
             ..Default::default()
         },
         Instant::now(),
