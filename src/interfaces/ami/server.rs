@@ -367,6 +367,24 @@ fn register_cli(core: &Arc<Core>) {
             })
         }),
     );
+    core.register_cli(
+        "manager show stats",
+        "Show event bus counters: events published, dropped for slow sessions",
+        Arc::new(|core: Arc<Core>, _args: Vec<String>| {
+            Box::pin(async move {
+                let (published, dropped, subs) = core.bus.stats();
+                show_stats(published, dropped, subs)
+            })
+        }),
+    );
+}
+
+/// `manager show stats` output (voxpbx): the bus counters a load test reads.
+pub fn show_stats(published: u64, dropped: u64, subscribers: usize) -> String {
+    format!(
+        "Events published: {published}\nEvents dropped: {dropped}\nSubscribers: {subscribers}\n\
+         Event queue (events): {EVENT_QUEUE}\n"
+    )
 }
 
 /// `manager show connected` output.
@@ -459,6 +477,14 @@ mod tests {
         assert!(text.contains("ChannelSeq: 3\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
         assert_eq!(a.class, Perm::DIALPLAN);
+    }
+
+    #[test]
+    fn stats_output() {
+        assert_eq!(
+            show_stats(10, 2, 3),
+            "Events published: 10\nEvents dropped: 2\nSubscribers: 3\nEvent queue (events): 1024\n"
+        );
     }
 
     #[test]
