@@ -810,3 +810,96 @@ fn asyncagi_over_ami_with_panoramisk() {
     assert!(pos_of(&mine2, "AsyncAGIEnd") < pos_of(&mine2, "Hangup"));
     assert!(pbx.wait_no_channels(10), "{}", pbx.log());
 }
+
+/// A client that stops reading never stalls the PBX: its queue overflows, the drops are
+/// counted, and once it reads again it gets `Event: EventsDropped` with the count.
+#[test]
+fn slow_client_is_told_about_dropped_events() {
+    let port = free_tcp_port();
+    let pbx = start(port);
+    // The slow client: a tiny receive window, events on, and it does not read for a while.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let slow_stream: TcpStream = sock.into();
+    slow_stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut slow = BufReader::new(slow_stream.try_clone().unwrap());
+    let mut banner = String::new();
+    slow.read_line(&mut banner).unwrap();
+    (&slow_stream)
+        .write_all(b"Action: Login\r\nUsername: admin\r\nSecret: s3cret\r\nEvents: user\r\n\r\n")
+        .unwrap();
+
+    // Another client raises 8000 UserEvents of ~1 KB: more than the kernel buffers plus the
+    // session queue (1024 events) can hold for the slow one.
+    const N: usize = 8000;
+    let mut ami = Ami::connect(port);
+    assert!(ami.login("admin", "s3cret", "f").contains("Success"));
+    let mut w = ami.w.try_clone().unwrap();
+    let body = "x".repeat(1000);
+    let writer = std::thread::spawn(move || {
+        let mut batch = String::new();
+        for i in 0..N {
+            batch.push_str(&format!(
+                "Action: UserEvent\r\nUserEvent: Flood\r\nN: {i}\r\nBody: {body}\r\n\r\n"
+            ));
+            if batch.len() > 256 * 1024 {
+                w.write_all(batch.as_bytes()).unwrap();
+                batch.clear();
+            }
+        }
+        w.write_all(batch.as_bytes()).unwrap();
+    });
+    let mut ok = 0;
+    while ok < N {
+        let m = ami.msg();
+        assert!(!m.is_empty(), "flooding client cut off after {ok} replies");
+        if m.starts_with("Response: Success") {
+            ok += 1;
+        }
+    }
+    writer.join().unwrap();
+    // The PBX still answers while the slow client is backed up.
+    assert!(pbx
+        .rx("core show channels count")
+        .contains("active channel"));
+
+    // Now read: the login reply, flood events, and an EventsDropped notice with a count.
+    let mut floods = 0u64;
+    let mut dropped = 0u64;
+    let mut last_n = None;
+    loop {
+        let mut line = String::new();
+        match slow.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line == "Event: UserEvent\r\n" {
+            floods += 1;
+        } else if let Some(c) = line.strip_prefix("Count: ") {
+            dropped += c.trim().parse::<u64>().unwrap();
+        } else if let Some(n) = line.strip_prefix("N: ") {
+            last_n = Some(n.trim().to_string());
+        }
+        if last_n.as_deref() == Some(&(N - 1).to_string()) && line == "\r\n" {
+            break;
+        }
+        if floods + dropped >= N as u64 && line == "\r\n" {
+            break;
+        }
+    }
+    assert!(dropped > 0, "no EventsDropped: got {floods} events");
+    assert_eq!(
+        floods + dropped,
+        N as u64,
+        "events {floods} + dropped {dropped}"
+    );
+    let stats = pbx.rx("manager show stats");
+    assert!(
+        stats.contains(&format!("Events dropped: {dropped}")),
+        "{stats}"
+    );
+}
