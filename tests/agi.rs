@@ -350,3 +350,171 @@ exten => 720,1,Answer()
         .contains("active channel"));
     assert!(pbx.wait_no_channels(15), "{}", pbx.log());
 }
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Speak `text` into an 8 kHz 16-bit WAV with `lead_ms` of silence before it (espeak-ng + sox,
+/// the recipe of tests/speech.rs).
+fn speak(dir: &std::path::Path, name: &str, text: &str, lead_ms: u32) -> PathBuf {
+    let raw = dir.join(format!("{name}-raw.wav"));
+    let out = dir.join(format!("{name}.wav"));
+    assert!(Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success());
+    let pad = format!("{}", lead_ms as f64 / 1000.0);
+    assert!(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&out)
+        .args(["pad", &pad, "1.5"])
+        .status()
+        .unwrap()
+        .success());
+    out
+}
+
+/// The SPEECH commands over a real SIP call: `voxpbx dial` streams espeak-ng speech into
+/// exten 600, whose AGI (the Python FastAGI server's `speech` script) recognises it with the
+/// Whisper engine (models/ggml-tiny.en.bin).
+#[test]
+fn fastagi_speech_commands_on_a_sip_call() {
+    if !(have("espeak-ng") && have("sox")) {
+        eprintln!("NOTE: espeak-ng or sox missing (scripts/setup.sh installs them): skipping");
+        return;
+    }
+    let model = repo().join("models/ggml-tiny.en.bin");
+    if !model.exists() {
+        eprintln!(
+            "NOTE: models/ggml-tiny.en.bin missing (voxpbx models install tiny.en): skipping"
+        );
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let srv = start_server(out.path());
+    let sip_port = free_udp_port();
+    let rtp = free_rtp_range(20);
+    let dialplan = format!(
+        "[from-sip]\nexten => 600,1,AGI(agi://127.0.0.1:{p}/speech,{g})\n same => n,Hangup()\n",
+        p = srv.port,
+        g = repo().join("grammars").display()
+    );
+    let pjsip = format!(
+        "[udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:{sip_port}\n\n\
+         [caller]\ntype=endpoint\ncontext=from-sip\nallow=ulaw\n\n\
+         [caller-id]\ntype=identify\nendpoint=caller\nmatch=127.0.0.1\n"
+    );
+    let speech = format!(
+        "[whisper]\ntype = whisper\nmodel = {}\nendpoint_ms = 500\nno_input_ms = 8000\n",
+        model.display()
+    );
+    let pbx = TestPbx::start(&[
+        ("extensions.conf", &dialplan),
+        ("pjsip.conf", &pjsip),
+        ("speech.conf", &speech),
+        (
+            "rtp.conf",
+            &format!("[general]\nrtpstart={rtp}\nrtpend={}\n", rtp + 19),
+        ),
+    ]);
+    let clip = speak(out.path(), "clip", "please connect me to sales", 2000);
+    let mut caller = Command::new(bin())
+        .args(["dial", &format!("sip:600@127.0.0.1:{sip_port}")])
+        .arg("--play")
+        .arg(&clip)
+        .args(["--hangup-after", "90", "--bind", "127.0.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("voxpbx dial");
+    let v = read_json(&out.path().join("speech.json"), 120, || pbx.log());
+    let _ = caller.kill();
+    let dial = caller.wait_with_output().expect("dial output");
+    let ctx = || {
+        format!(
+            "{v:#}\ndial: {}{}\nlog:\n{}",
+            String::from_utf8_lossy(&dial.stdout),
+            String::from_utf8_lossy(&dial.stderr),
+            pbx.log()
+        )
+    };
+    assert!(v.get("error").is_none(), "server error: {}", ctx());
+    assert_eq!(env_get(&v, "agi_type"), Some("PJSIP"), "{}", ctx());
+    assert_eq!(reply(&v, "ANSWER")[0], "200 result=0");
+    assert_eq!(reply(&v, "SPEECH CREATE nosuchengine")[0], "200 result=0");
+    assert_eq!(reply(&v, "SPEECH CREATE whisper")[0], "200 result=1");
+    assert_eq!(reply(&v, "SPEECH SET endpoint_ms 600")[0], "200 result=1");
+    let g = repo().join("grammars");
+    assert_eq!(
+        reply(
+            &v,
+            &format!(
+                "SPEECH LOAD GRAMMAR departments {}/departments.gram",
+                g.display()
+            )
+        )[0],
+        "200 result=1"
+    );
+    assert_eq!(
+        reply(&v, "SPEECH ACTIVATE GRAMMAR departments")[0],
+        "200 result=1"
+    );
+    // Asterisk's line: 200 result=1 (speech) endpos=N results=K score0=S text0="T" grammar0=G
+    let line = reply(&v, "SPEECH RECOGNIZE beep 10")[0];
+    let re = regex::Regex::new(
+        r#"^200 result=1 \(speech\) endpos=(\d+) results=(\d+) score0=(\d+) text0="([^"]*)" grammar0=(\S*)$"#,
+    )
+    .unwrap();
+    eprintln!("SPEECH RECOGNIZE -> {line}");
+    let c = re
+        .captures(line)
+        .unwrap_or_else(|| panic!("bad RECOGNIZE line {line:?}\n{}", ctx()));
+    assert_eq!(&c[2], "1", "{line}");
+    let score: i32 = c[3].parse().unwrap();
+    assert!((1..=1000).contains(&score), "{line}");
+    let (text, grammar) = (c[4].to_lowercase(), &c[5]);
+    // tiny.en on 8 kHz audio may mishear "sales"; with the grammar active the transcript maps
+    // to one of its phrases, or stays raw (then the sentence itself must have been heard).
+    if grammar == "departments" {
+        assert!(
+            ["sales", "support", "billing"].contains(&text.as_str()),
+            "{line}"
+        );
+    } else {
+        assert!(text.contains("connect"), "{line}\n{}", ctx());
+    }
+    assert_eq!(
+        reply(&v, "SPEECH DEACTIVATE GRAMMAR departments")[0],
+        "200 result=1"
+    );
+    assert_eq!(
+        reply(&v, "SPEECH UNLOAD GRAMMAR departments")[0],
+        "200 result=1"
+    );
+    let timeout = reply(&v, "SPEECH RECOGNIZE beep 2 0")[0];
+    assert!(
+        timeout.starts_with("200 result=1 (timeout) endpos="),
+        "{timeout}\n{}",
+        ctx()
+    );
+    assert_eq!(reply(&v, "SPEECH DESTROY")[0], "200 result=1");
+    // No speech object any more: result=0; missing arguments: the usage text.
+    assert_eq!(reply(&v, "SPEECH RECOGNIZE beep 1")[0], "200 result=0");
+    let usage = reply(&v, "SPEECH RECOGNIZE");
+    assert_eq!(
+        usage[0],
+        "520-Invalid command syntax.  Proper usage follows:"
+    );
+    assert_eq!(reply(&v, "HANGUP")[0], "200 result=1");
+    assert!(pbx.wait_no_channels(15), "{}", ctx());
+}

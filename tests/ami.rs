@@ -23,6 +23,12 @@ exten => 100,1,Answer()
 exten => 200,1,Answer()
  same => n,Wait(20)
 
+exten => 500,1,Answer()
+ same => n,Set(FOO=async foo)
+ same => n,AGI(agi:async,first,sec ond)
+ same => n,UserEvent(AfterAsync,Status: ${AGISTATUS},Fromagi: ${FROMAGI})
+ same => n,Hangup()
+
 exten => 300,hint,Local/300@default
 exten => 300,1,Answer()
  same => n,Wait(20)
@@ -70,21 +76,90 @@ fn run_py(script: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("bad JSON from {script}: {e}: {stdout}"))
 }
 
-/// Read one AMI message (up to the blank line).
-fn read_msg(r: &mut BufReader<TcpStream>) -> String {
-    let mut msg = String::new();
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return msg;
+/// A raw-socket AMI client: the banner, then `key: value` messages up to the blank line.
+struct Ami {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+    banner: String,
+}
+
+impl Ami {
+    fn connect(port: u16) -> Ami {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut banner = String::new();
+        r.read_line(&mut banner).unwrap();
+        Ami { r, w, banner }
+    }
+
+    /// Send one action (`lines` are `Key: Value` without CRLF) and read the next message.
+    fn action(&mut self, lines: &[&str]) -> String {
+        let mut out = String::new();
+        for l in lines {
+            out.push_str(l);
+            out.push_str("\r\n");
         }
-        if line == "\r\n" {
-            if msg.is_empty() {
-                continue;
+        out.push_str("\r\n");
+        self.w.write_all(out.as_bytes()).unwrap();
+        self.msg()
+    }
+
+    /// Log in (events off unless asked) and return the reply.
+    fn login(&mut self, user: &str, secret: &str, action_id: &str) -> String {
+        let (u, s, a) = (
+            format!("Username: {user}"),
+            format!("Secret: {secret}"),
+            format!("ActionID: {action_id}"),
+        );
+        self.action(&["Action: Login", &u, &s, &a, "Events: off"])
+    }
+
+    /// Read one AMI message (up to the blank line); empty at EOF.
+    fn msg(&mut self) -> String {
+        let mut msg = String::new();
+        loop {
+            let mut line = String::new();
+            if self.r.read_line(&mut line).unwrap_or(0) == 0 {
+                return msg;
             }
-            return msg;
+            if line == "\r\n" {
+                if msg.is_empty() {
+                    continue;
+                }
+                return msg;
+            }
+            msg.push_str(&line);
         }
-        msg.push_str(&line);
+    }
+
+    /// Read until the server closes the connection.
+    fn drain(&mut self) {
+        let mut rest = Vec::new();
+        let _ = self.r.read_to_end(&mut rest);
+    }
+}
+
+/// False (with a NOTE) when the Python venv with panoramisk/pyst2 is missing.
+fn have_python() -> bool {
+    if python().is_none() {
+        eprintln!(
+            "NOTE: no Python venv (scripts/setup.sh --deps creates tests/python/.venv): skipping"
+        );
+        return false;
+    }
+    true
+}
+
+/// Failure context: the client's JSON output and the PBX log.
+fn context<'a>(v: &'a Value, pbx: &'a TestPbx) -> impl Fn(&str) -> String + 'a {
+    move |what: &str| {
+        format!(
+            "{what}: {}\nlog:\n{}",
+            serde_json::to_string_pretty(v).unwrap(),
+            pbx.log()
+        )
     }
 }
 
@@ -92,43 +167,34 @@ fn read_msg(r: &mut BufReader<TcpStream>) -> String {
 fn raw_socket_banner_response_first_and_unknown_action() {
     let port = free_tcp_port();
     let pbx = start(port);
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    let mut banner = String::new();
-    r.read_line(&mut banner).unwrap();
-    assert_eq!(banner, "Asterisk Call Manager/13.0.0\r\n");
+    let mut ami = Ami::connect(port);
+    assert_eq!(ami.banner, "Asterisk Call Manager/13.0.0\r\n");
 
     // Before login: Permission denied.
-    w.write_all(b"Action: Ping\r\nActionID: p0\r\n\r\n")
-        .unwrap();
-    let m = read_msg(&mut r);
+    let m = ami.action(&["Action: Ping", "ActionID: p0"]);
     assert_eq!(
         m,
         "Response: Error\r\nActionID: p0\r\nMessage: Permission denied\r\n"
     );
 
-    w.write_all(b"Action: Login\r\nUsername: admin\r\nSecret: s3cret\r\nActionID: L1\r\nEvents: off\r\n\r\n")
-        .unwrap();
-    let m = read_msg(&mut r);
+    let m = ami.login("admin", "s3cret", "L1");
     assert!(
         m.starts_with("Response: Success\r\nActionID: L1\r\n"),
         "{m}"
     );
     assert!(m.contains("Message: Authentication accepted"), "{m}");
 
-    w.write_all(b"Action: FooBar\r\nActionID: u-42\r\n\r\n")
-        .unwrap();
-    let m = read_msg(&mut r);
+    let m = ami.action(&["Action: FooBar", "ActionID: u-42"]);
     assert_eq!(
         m,
         "Response: Error\r\nActionID: u-42\r\nMessage: Invalid/unknown command: FooBar. Use Action: ListCommands to show available commands.\r\n"
     );
 
-    w.write_all(b"Action: Command\r\nCommand: core show channels count\r\nActionID: c1\r\n\r\n")
-        .unwrap();
-    let m = read_msg(&mut r);
+    let m = ami.action(&[
+        "Action: Command",
+        "Command: core show channels count",
+        "ActionID: c1",
+    ]);
     assert!(
         m.starts_with(
             "Response: Success\r\nActionID: c1\r\nMessage: Command output follows\r\nOutput: "
@@ -136,25 +202,36 @@ fn raw_socket_banner_response_first_and_unknown_action() {
         "{m}"
     );
 
-    w.write_all(b"Action: CoreSettings\r\nActionID: cs\r\n\r\n")
-        .unwrap();
-    let m = read_msg(&mut r);
+    let m = ami.action(&["Action: CoreSettings", "ActionID: cs"]);
     assert!(
         m.starts_with("Response: Success\r\nActionID: cs\r\n"),
         "{m}"
     );
     assert!(m.contains("AMIversion: 13.0.0\r\n"), "{m}");
 
-    w.write_all(b"Action: Logoff\r\n\r\n").unwrap();
-    let m = read_msg(&mut r);
+    // AsyncAGI's AGI action: both headers required; a channel that does not exist.
+    let m = ami.action(&["Action: AGI", "Channel: Local/x-1;1", "ActionID: a1"]);
+    assert!(
+        m.ends_with("Message: Both, Channel and Command are *required*\r\n"),
+        "{m}"
+    );
+    let m = ami.action(&["Action: AGI", "Channel: Local/x-1;1", "Command: NOOP"]);
+    assert!(
+        m.ends_with("Message: Channel Local/x-1;1 does not exist.\r\n"),
+        "{m}"
+    );
+
+    let m = ami.action(&["Action: Logoff"]);
     assert!(m.starts_with("Response: Goodbye"), "{m}");
-    let mut rest = Vec::new();
-    let _ = r.read_to_end(&mut rest);
+    ami.drain();
 
     let shown = pbx.rx("manager show settings");
     assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
     let shown = pbx.rx("manager show connected");
     assert!(shown.contains("users connected."), "{shown}");
+    let shown = pbx.rx("manager show stats");
+    assert!(shown.contains("Events published: "), "{shown}");
+    assert!(shown.contains("Events dropped: 0"), "{shown}");
 }
 
 fn get<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -163,8 +240,7 @@ fn get<'a>(v: &'a Value, k: &str) -> &'a str {
 
 #[test]
 fn panoramisk_client() {
-    if python().is_none() {
-        eprintln!("skipping: no Python venv");
+    if !have_python() {
         return;
     }
     let port = free_tcp_port();
@@ -180,13 +256,7 @@ fn panoramisk_client() {
             "lim",
         ],
     );
-    let log = pbx.log();
-    let ctx = |what: &str| {
-        format!(
-            "{what}: {}\nlog:\n{log}",
-            serde_json::to_string_pretty(&v).unwrap()
-        )
-    };
+    let ctx = context(&v, &pbx);
 
     assert_eq!(
         get(&v["bad_login"], "Response"),
@@ -330,8 +400,7 @@ fn panoramisk_client() {
 
 #[test]
 fn pyst2_client() {
-    if python().is_none() {
-        eprintln!("skipping: no Python venv");
+    if !have_python() {
         return;
     }
     let port = free_tcp_port();
@@ -340,30 +409,497 @@ fn pyst2_client() {
         "ami_pyst2.py",
         &["127.0.0.1", &port.to_string(), "admin", "s3cret"],
     );
-    let ctx = || {
-        format!(
-            "{}\nlog:\n{}",
-            serde_json::to_string_pretty(&v).unwrap(),
-            pbx.log()
-        )
-    };
-    assert_eq!(get(&v, "title"), "Asterisk Call Manager", "{}", ctx());
+    let ctx = context(&v, &pbx);
+    assert_eq!(
+        get(&v, "title"),
+        "Asterisk Call Manager",
+        "{}",
+        ctx("pyst2")
+    );
     assert_eq!(get(&v, "version"), "13.0.0");
-    assert_eq!(get(&v, "bad_login"), "Authentication failed", "{}", ctx());
+    assert_eq!(
+        get(&v, "bad_login"),
+        "Authentication failed",
+        "{}",
+        ctx("pyst2")
+    );
     assert_eq!(get(&v["login"], "Message"), "Authentication accepted");
     assert_eq!(get(&v["ping"], "Ping"), "Pong");
     assert_eq!(get(&v["command"], "Message"), "Command output follows");
-    assert_eq!(get(&v["getvar"], "Value"), "2", "{}", ctx());
-    assert_eq!(get(&v["originate"], "Response"), "Success", "{}", ctx());
-    assert_eq!(get(&v["status"], "Response"), "Success", "{}", ctx());
+    assert_eq!(get(&v["getvar"], "Value"), "2", "{}", ctx("pyst2"));
+    assert_eq!(
+        get(&v["originate"], "Response"),
+        "Success",
+        "{}",
+        ctx("pyst2")
+    );
+    assert_eq!(get(&v["status"], "Response"), "Success", "{}", ctx("pyst2"));
     assert_eq!(
         get(&v["extension_state"], "Hint"),
         "Local/300@default",
         "{}",
-        ctx()
+        ctx("pyst2")
     );
     assert_eq!(get(&v["extension_state"], "Status"), "0");
     assert_eq!(get(&v["no_hint"], "Status"), "-1");
     assert_eq!(get(&v["core_status"], "Response"), "Success");
     assert_eq!(get(&v["logoff"], "Response"), "Goodbye");
+}
+
+fn have_sipp() -> bool {
+    Command::new("sipp").arg("-v").output().is_ok()
+}
+
+/// Events about `chan` (by `Channel:`), in arrival order, with their `ChannelSeq`.
+fn chan_events<'a>(events: &'a [Value], chan: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| get(e, "Channel") == chan)
+        .collect()
+}
+
+/// Assert one channel's events arrived in sequence order: ChannelSeq 1, 2, 3... with no gap.
+fn assert_chan_seq(events: &[&Value], what: &str) {
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            get(e, "ChannelSeq")
+                .parse()
+                .unwrap_or_else(|_| panic!("{what}: no ChannelSeq in {e}"))
+        })
+        .collect();
+    assert!(!seqs.is_empty(), "{what}: no events");
+    assert_eq!(seqs[0], 1, "{what}: seqs {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "{what}: seqs {seqs:?}"
+    );
+}
+
+/// Position of the first event named `name` in a channel's events.
+fn pos_of(events: &[&Value], name: &str) -> usize {
+    let names: Vec<&str> = events.iter().map(|e| get(e, "Event")).collect();
+    names
+        .iter()
+        .position(|x| *x == name)
+        .unwrap_or_else(|| panic!("no {name} in {names:?}"))
+}
+
+/// The state names a channel went through (`Newstate`'s ChannelStateDesc), in order.
+fn states(events: &[&Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| get(e, "Event") == "Newstate")
+        .map(|e| get(e, "ChannelStateDesc").to_string())
+        .collect()
+}
+
+#[test]
+fn panoramisk_originate_to_sip_endpoint_events_in_channel_order() {
+    if !have_python() {
+        return;
+    }
+    if !have_sipp() {
+        eprintln!("NOTE: sipp not installed (scripts/setup.sh installs it): skipping");
+        return;
+    }
+    let port = free_tcp_port();
+    let sip_port = free_udp_port();
+    let sipp_port = free_udp_port();
+    let rtp = free_rtp_range(20);
+    let pjsip = format!(
+        "[udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:{sip_port}\n\n\
+         [sippuas]\ntype=endpoint\ncontext=default\nallow=ulaw\naors=sippuas\n\n\
+         [sippuas]\ntype=aor\ncontact=sip:sippuas@127.0.0.1:{sipp_port}\n"
+    );
+    let conf = manager_conf(port);
+    let rtp_conf = format!("[general]\nrtpstart={rtp}\nrtpend={}\n", rtp + 19);
+    let pbx = TestPbx::start(&[
+        ("extensions.conf", DIALPLAN),
+        ("manager.conf", &conf),
+        ("pjsip.conf", &pjsip),
+        ("rtp.conf", &rtp_conf),
+    ]);
+    let mut sipp = Command::new("sipp")
+        .arg("-sf")
+        .arg(repo().join("tests/sipp/uas_answer.xml"))
+        .args(["-m", "1", "-i", "127.0.0.1", "-nostdin"])
+        .args(["-p", &sipp_port.to_string()])
+        .args(["-mp", &free_rtp_range(4).to_string()])
+        .args(["-timeout", "30s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sipp");
+    std::thread::sleep(Duration::from_millis(300));
+    // Exten 100 answers, sets FOO, waits 0.2 s and hangs up: voxpbx sends the BYE.
+    let v = run_py(
+        "ami_originate.py",
+        &[
+            "127.0.0.1",
+            &port.to_string(),
+            "admin",
+            "s3cret",
+            "PJSIP/sippuas",
+            "default",
+            "100",
+        ],
+    );
+    let sipp_ok = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        matches!(sipp.try_wait(), Ok(Some(st)) if st.success())
+    });
+    let _ = sipp.kill();
+    let _ = sipp.wait();
+    let ctx = context(&v, &pbx);
+    assert_eq!(get(&v["ack"], "Response"), "Success", "{}", ctx("ack"));
+    assert_eq!(
+        get(&v["ack"], "Message"),
+        "Originate successfully queued",
+        "{}",
+        ctx("ack")
+    );
+    let resp = &v["response"];
+    assert_eq!(get(resp, "Response"), "Success", "{}", ctx("response"));
+    assert_eq!(get(resp, "ActionID"), "orig-1");
+    assert_eq!(get(resp, "Channel"), "PJSIP/sippuas");
+    assert_eq!(get(resp, "Context"), "default");
+    assert_eq!(get(resp, "Exten"), "100");
+    assert_eq!(get(resp, "Reason"), "4");
+    assert_eq!(get(resp, "CallerIDNum"), "4242");
+    assert_eq!(v["hangup_seen"], Value::Bool(true), "{}", ctx("hangup"));
+    assert!(sipp_ok, "{}", ctx("sipp did not finish (BYE)"));
+
+    let events = v["events"].as_array().unwrap();
+    let name = events
+        .iter()
+        .find(|e| {
+            get(e, "Event") == "Newchannel" && get(e, "Channel").starts_with("PJSIP/sippuas-")
+        })
+        .map(|e| get(e, "Channel").to_string())
+        .unwrap_or_else(|| panic!("{}", ctx("Newchannel PJSIP/sippuas-")));
+    let mine = chan_events(events, &name);
+    assert_chan_seq(&mine, &name);
+    assert_eq!(get(mine[0], "Event"), "Newchannel", "{}", ctx("first"));
+    assert_eq!(get(mine[0], "Uniqueid"), get(resp, "Uniqueid"));
+    // Ringing (the UAS sends 180) then Up (200 OK), before the dialplan runs.
+    let st = states(&mine);
+    assert_eq!(
+        st.last().map(String::as_str),
+        Some("Up"),
+        "{}",
+        ctx("states")
+    );
+    if st.len() > 1 {
+        assert_eq!(st[st.len() - 2], "Ringing", "{}", ctx("states"));
+    }
+    assert!(pos_of(&mine, "Newstate") < pos_of(&mine, "Newexten"));
+    let foo = mine
+        .iter()
+        .position(|e| get(e, "Event") == "VarSet" && get(e, "Variable") == "FOO")
+        .unwrap_or_else(|| panic!("{}", ctx("VarSet FOO")));
+    assert!(pos_of(&mine, "Newexten") < foo);
+    assert!(foo < pos_of(&mine, "Hangup"));
+    let hup = mine[mine.len() - 1];
+    assert_eq!(get(hup, "Event"), "Hangup", "{}", ctx("last"));
+    assert_eq!(get(hup, "Cause"), "16");
+    assert_eq!(get(hup, "Exten"), "100");
+    // The OriginateResponse came after the answer and before the hangup.
+    let idx = |e: &Value| events.iter().position(|x| std::ptr::eq(x, e)).unwrap();
+    let resp_at = events
+        .iter()
+        .position(|e| get(e, "Event") == "OriginateResponse");
+    if let Some(r) = resp_at {
+        assert!(r < idx(hup), "{}", ctx("OriginateResponse after Hangup"));
+    }
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+}
+
+#[test]
+fn panoramisk_originate_to_local_both_halves_in_channel_order() {
+    if !have_python() {
+        return;
+    }
+    let port = free_tcp_port();
+    let pbx = start(port);
+    let v = run_py(
+        "ami_originate.py",
+        &[
+            "127.0.0.1",
+            &port.to_string(),
+            "admin",
+            "s3cret",
+            "Local/100@default",
+            "default",
+            "100",
+        ],
+    );
+    let ctx = context(&v, &pbx);
+    assert_eq!(
+        get(&v["response"], "Response"),
+        "Success",
+        "{}",
+        ctx("response")
+    );
+    assert_eq!(v["hangup_seen"], Value::Bool(true), "{}", ctx("hangup"));
+    let events = v["events"].as_array().unwrap();
+    let halves: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            get(e, "Event") == "Newchannel" && get(e, "Channel").starts_with("Local/100@default-")
+        })
+        .map(|e| get(e, "Channel").to_string())
+        .collect();
+    assert_eq!(halves.len(), 2, "{}", ctx("halves"));
+    for h in &halves {
+        let mine = chan_events(events, h);
+        assert_chan_seq(&mine, h);
+        assert_eq!(get(mine[0], "Event"), "Newchannel");
+        assert_eq!(get(mine[mine.len() - 1], "Event"), "Hangup", "{}", ctx(h));
+        assert_eq!(
+            states(&mine).last().map(String::as_str),
+            Some("Up"),
+            "{}",
+            ctx(h)
+        );
+        // Both halves ran exten 100 (;1 after the answer, ;2 from the start).
+        assert!(
+            pos_of(&mine, "Newexten") < pos_of(&mine, "Hangup"),
+            "{}",
+            ctx(h)
+        );
+    }
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+}
+
+#[test]
+fn asyncagi_over_ami_with_panoramisk() {
+    if !have_python() {
+        return;
+    }
+    let port = free_tcp_port();
+    let pbx = start(port);
+    let v = run_py(
+        "ami_asyncagi.py",
+        &["127.0.0.1", &port.to_string(), "admin", "s3cret"],
+    );
+    let ctx = context(&v, &pbx);
+    let start = &v["start"];
+    let chan = get(start, "Channel");
+    assert!(
+        chan.starts_with("Local/500@default-") && chan.ends_with(";2"),
+        "{}",
+        ctx("AsyncAGIStart")
+    );
+    assert_eq!(get(start, "Privilege"), "agi,all");
+    // Env is the URL-encoded environment block, as Asterisk's ast_uri_encode(ast_uri_http).
+    let raw = get(start, "Env");
+    assert!(
+        raw.starts_with("agi_request%3A%20async%0Aagi_channel%3A%20Local%2F500%40default-"),
+        "{raw}"
+    );
+    assert!(raw.ends_with("%0A%0A"), "{raw}");
+    let env = get(&v, "env");
+    let pairs: Vec<(&str, &str)> = env
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_once(": ").unwrap_or((l, "")))
+        .collect();
+    let val = |k: &str| pairs.iter().find(|p| p.0 == k).map(|p| p.1);
+    assert_eq!(pairs[0], ("agi_request", "async"));
+    assert_eq!(val("agi_channel"), Some(chan));
+    assert_eq!(val("agi_extension"), Some("500"));
+    assert_eq!(val("agi_priority"), Some("3"));
+    assert_eq!(val("agi_enhanced"), Some("0.0"));
+    assert_eq!(val("agi_arg_1"), Some("first"));
+    assert_eq!(val("agi_arg_2"), Some("sec ond"));
+
+    assert_eq!(
+        get(&v["err_no_command"], "Message"),
+        "Both, Channel and Command are *required*"
+    );
+    assert_eq!(
+        get(&v["err_no_channel"], "Message"),
+        "Channel Local/nope-00000000;2 does not exist."
+    );
+    let other = format!("{};1", &chan[..chan.len() - 2]);
+    assert_eq!(get(&v["err_not_async"], "Response"), "Error");
+    assert_eq!(
+        get(&v["err_not_async"], "Message"),
+        format!("Failed to add AGI command to channel {other} queue")
+    );
+    // The ack always comes before the command's AsyncAGIExec.
+    assert_eq!(
+        v["exec_before_ack"],
+        serde_json::json!([]),
+        "{}",
+        ctx("ack order")
+    );
+    for (cid, ack) in v["acks"].as_object().unwrap() {
+        assert_eq!(get(ack, "Response"), "Success", "{}", ctx(cid));
+    }
+    // panoramisk hands over the decoded, trimmed `Result`; the wire form is URL-encoded like Asterisk's
+    // ast_uri_encode(ast_uri_http) (the RFC 2396 mark set `-_.!~*'()` stays as it is).
+    let result = |cid: &str| -> String {
+        let e = &v["exec"][cid];
+        assert_eq!(get(e, "Event"), "AsyncAGIExec", "{}", ctx(cid));
+        assert_eq!(get(e, "Channel"), chan);
+        get(e, "Result").to_string()
+    };
+    let wire = |cid: &str| get(&v["raw_exec"], cid).to_string();
+    assert_eq!(result("c1"), "200 result=1 (async foo)");
+    assert_eq!(wire("c1"), "200%20result%3D1%20(async%20foo)%0A");
+    assert_eq!(result("c2"), "200 result=1");
+    assert_eq!(wire("c2"), "200%20result%3D1%0A");
+    assert_eq!(result("c3"), "200 result=6");
+    assert_eq!(result("c4"), "510 Invalid or unknown command");
+    assert_eq!(wire("c4"), "510%20Invalid%20or%20unknown%20command%0A");
+    assert_eq!(result("c5"), "200 result=0");
+    assert_eq!(result("c6"), "200 result=1 (x y)");
+    assert!(
+        wire("c7")
+            .starts_with("520-Invalid%20command%20syntax.%20%20Proper%20usage%20follows%3A%0A"),
+        "{}",
+        wire("c7")
+    );
+    assert!(result("c7").ends_with("\n520 End of proper usage."));
+    assert_eq!(result("brk"), "200 result=0");
+    // Commands queued back to back ran in order.
+    let order: Vec<&str> = v["exec_order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        order,
+        ["c1", "c2", "c3", "c4", "c5", "c6", "c7"],
+        "{}",
+        ctx("order")
+    );
+    // AsyncAGIEnd after the break, then the dialplan went on with AGISTATUS=SUCCESS.
+    assert_eq!(get(&v["end"], "Event"), "AsyncAGIEnd", "{}", ctx("end"));
+    let after = &v["after"];
+    assert_eq!(get(after, "Status"), "SUCCESS", "{}", ctx("after"));
+    assert_eq!(get(after, "Fromagi"), "x y");
+    // The AsyncAGI events are in the channel's sequence.
+    let events = v["events"].as_array().unwrap();
+    let mine = chan_events(events, chan);
+    assert_chan_seq(&mine, chan);
+    assert!(pos_of(&mine, "AsyncAGIStart") < pos_of(&mine, "AsyncAGIExec"));
+    assert!(pos_of(&mine, "AsyncAGIExec") < pos_of(&mine, "AsyncAGIEnd"));
+    assert!(pos_of(&mine, "AsyncAGIEnd") < pos_of(&mine, "UserEvent"));
+
+    // Hung up while in AsyncAGI: AsyncAGIEnd, then Hangup.
+    let chan2 = get(&v, "chan2");
+    assert_eq!(
+        get(&v["hangup2"], "Response"),
+        "Success",
+        "{}",
+        ctx("hangup2")
+    );
+    assert_eq!(get(&v["end2"], "Channel"), chan2, "{}", ctx("end2"));
+    assert_eq!(
+        get(&v["hangup2_event"], "Channel"),
+        chan2,
+        "{}",
+        ctx("hangup2 event")
+    );
+    let mine2 = chan_events(events, chan2);
+    assert_chan_seq(&mine2, chan2);
+    assert!(pos_of(&mine2, "AsyncAGIEnd") < pos_of(&mine2, "Hangup"));
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+}
+
+/// A client that stops reading never stalls the PBX: its queue overflows, the drops are
+/// counted, and once it reads again it gets `Event: EventsDropped` with the count.
+#[test]
+fn slow_client_is_told_about_dropped_events() {
+    let port = free_tcp_port();
+    let pbx = start(port);
+    // The slow client: a tiny receive window, events on, and it does not read for a while.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let slow_stream: TcpStream = sock.into();
+    slow_stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut slow = BufReader::new(slow_stream.try_clone().unwrap());
+    let mut banner = String::new();
+    slow.read_line(&mut banner).unwrap();
+    (&slow_stream)
+        .write_all(b"Action: Login\r\nUsername: admin\r\nSecret: s3cret\r\nEvents: user\r\n\r\n")
+        .unwrap();
+
+    // Another client raises 8000 UserEvents of ~1 KB: more than the kernel buffers plus the
+    // session queue (1024 events) can hold for the slow one.
+    const N: usize = 8000;
+    let mut ami = Ami::connect(port);
+    assert!(ami.login("admin", "s3cret", "f").contains("Success"));
+    let mut w = ami.w.try_clone().unwrap();
+    let body = "x".repeat(1000);
+    let writer = std::thread::spawn(move || {
+        let mut batch = String::new();
+        for i in 0..N {
+            batch.push_str(&format!(
+                "Action: UserEvent\r\nUserEvent: Flood\r\nN: {i}\r\nBody: {body}\r\n\r\n"
+            ));
+            if batch.len() > 256 * 1024 {
+                w.write_all(batch.as_bytes()).unwrap();
+                batch.clear();
+            }
+        }
+        w.write_all(batch.as_bytes()).unwrap();
+    });
+    let mut ok = 0;
+    while ok < N {
+        let m = ami.msg();
+        assert!(!m.is_empty(), "flooding client cut off after {ok} replies");
+        if m.starts_with("Response: Success") {
+            ok += 1;
+        }
+    }
+    writer.join().unwrap();
+    // The PBX still answers while the slow client is backed up.
+    assert!(pbx
+        .rx("core show channels count")
+        .contains("active channel"));
+
+    // Now read: the login reply, flood events, and an EventsDropped notice with a count.
+    let mut floods = 0u64;
+    let mut dropped = 0u64;
+    let mut last_n = None;
+    loop {
+        let mut line = String::new();
+        match slow.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if line == "Event: UserEvent\r\n" {
+            floods += 1;
+        } else if let Some(c) = line.strip_prefix("Count: ") {
+            dropped += c.trim().parse::<u64>().unwrap();
+        } else if let Some(n) = line.strip_prefix("N: ") {
+            last_n = Some(n.trim().to_string());
+        }
+        if last_n.as_deref() == Some(&(N - 1).to_string()) && line == "\r\n" {
+            break;
+        }
+        if floods + dropped >= N as u64 && line == "\r\n" {
+            break;
+        }
+    }
+    assert!(dropped > 0, "no EventsDropped: got {floods} events");
+    assert_eq!(
+        floods + dropped,
+        N as u64,
+        "events {floods} + dropped {dropped}"
+    );
+    let stats = pbx.rx("manager show stats");
+    assert!(
+        stats.contains(&format!("Events dropped: {dropped}")),
+        "{stats}"
+    );
 }

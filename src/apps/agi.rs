@@ -139,7 +139,13 @@ async fn run(chan: &mut Channel, args: &str, enhanced: bool) -> AppResult {
             AgiStatus::Failure
         }
         Ok(target) => {
-            let env = build_env(chan, &cmd, &script_args, enhanced);
+            // AsyncAGI reports `agi_request: async`, as Asterisk's launch_asyncagi does.
+            let request = if target == AgiTarget::Async {
+                "async"
+            } else {
+                cmd.as_str()
+            };
+            let env = build_env(chan, request, &script_args, enhanced);
             match target {
                 AgiTarget::Fast(url) | AgiTarget::HighAvailability(url) => {
                     if enhanced {
@@ -586,11 +592,13 @@ async fn run_async(chan: &mut Channel, env: &AgiEnv) -> AgiStatus {
         }
         tokio::select! {
             c = rx.recv() => {
-                let Some(c) = c else { break };
+                let Some(mut c) = c else { break };
+                c.wait_gate().await;
                 let (reply, brk) = handle_line(chan, &c.command, false, None).await;
                 let mut ev = Event::new("AsyncAGIExec", EventClass::Agi);
                 if !c.command_id.is_empty() {
-                    ev = ev.field("CommandID", c.command_id.clone());
+                    // Asterisk's blob key is `CommandId` (clients match it case-insensitively).
+                    ev = ev.field("CommandId", c.command_id.clone());
                 }
                 chan.publish(ev.field("Result", async_result(&reply)));
                 if brk {

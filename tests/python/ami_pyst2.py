@@ -27,7 +27,8 @@ def main():
         out['bad_login'] = str(e)
     try:
         m.close()  # the server already closed the connection after the failed login
-    except asterisk.manager.ManagerSocketException:
+    except (asterisk.manager.ManagerSocketException, ValueError, OSError):
+        # pyst2 races its reader thread here: the socket may already be closed under it.
         pass
 
     m = asterisk.manager.Manager()

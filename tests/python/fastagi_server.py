@@ -8,6 +8,8 @@ Scripts (agi_network_script):
            (ordered pairs) and every (command, reply lines) exchange.
   peer     the other Local leg: sends DTMF / hangs up when `main` asks for it.
   garbage  sends HTML garbage and disconnects in the middle of a command line.
+  speech   the SPEECH commands on a caller's audio (agi_arg_1 = the grammars folder):
+           CREATE, SET, LOAD/ACTIVATE GRAMMAR, RECOGNIZE, DEACTIVATE/UNLOAD, DESTROY.
 Writes <out_dir>/ready once listening.
 """
 import asyncio
@@ -52,13 +54,13 @@ class Session:
         data = await asyncio.wait_for(self.r.readline(), timeout)
         return data.decode().rstrip("\n")
 
-    async def cmd(self, text, until_final=True):
+    async def cmd(self, text, until_final=True, timeout=15):
         """Send a command; collect reply lines until a final one (not 100, not 520-)."""
         self.w.write((text + "\n").encode())
         await self.w.drain()
         lines = []
         while True:
-            l = await self.line()
+            l = await self.line(timeout)
             lines.append(l)
             if l.startswith("100 ") or l.startswith("520-"):
                 continue
@@ -113,6 +115,26 @@ async def peer_script(s, env, out):
             return
 
 
+async def speech_script(s, env, out):
+    grammars = dict(env).get("agi_arg_1", "grammars")
+    await s.cmd("ANSWER")
+    await s.cmd("SPEECH CREATE nosuchengine")
+    await s.cmd("SPEECH CREATE whisper")
+    await s.cmd("SPEECH SET endpoint_ms 600")
+    await s.cmd("SPEECH LOAD GRAMMAR departments %s/departments.gram" % grammars)
+    await s.cmd("SPEECH ACTIVATE GRAMMAR departments")
+    # The caller speaks ~2 s after the answer; recognition may take a while on a busy box.
+    await s.cmd("SPEECH RECOGNIZE beep 10", timeout=90)
+    await s.cmd("SPEECH DEACTIVATE GRAMMAR departments")
+    await s.cmd("SPEECH UNLOAD GRAMMAR departments")
+    # The caller is silent now: no speech within 2 s after the prompt.
+    await s.cmd("SPEECH RECOGNIZE beep 2 0", timeout=60)
+    await s.cmd("SPEECH DESTROY")
+    await s.cmd("SPEECH RECOGNIZE beep 1")
+    await s.cmd("SPEECH RECOGNIZE")
+    await s.cmd("HANGUP")
+
+
 async def garbage_script(reader, writer, out):
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body>garbage</body></html>\n")
     await writer.drain()
@@ -143,6 +165,8 @@ async def handle(reader, writer):
                 await main_script(s, env, out)
             elif name == "peer":
                 await peer_script(s, env, out)
+            elif name == "speech":
+                await speech_script(s, env, out)
     except Exception as e:  # record and close
         out["error"] = repr(e)
     finally:

@@ -542,13 +542,19 @@ impl AgiTarget {
 // AsyncAGI
 // ---------------------------------------------------------------------------------------------
 
-/// URL-encode like Asterisk's `ast_uri_encode(.., ast_uri_http)`: letters, digits and
-/// `-._~` stay; every other byte becomes `%XX` (upper-case hex); space is `%20`.
+/// URL-encode like Asterisk's `ast_uri_encode(.., ast_uri_http)`: letters, digits and the
+/// RFC 2396 mark set `-_.!~*'()` stay; every other byte becomes `%XX` (upper-case hex); space
+/// is `%20`.
 pub fn uri_encode(s: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(s.len() * 3 / 2);
     for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            )
+        {
             out.push(b as char);
         } else {
             out.push('%');
@@ -878,9 +884,15 @@ mod tests {
             "agi_request%3A%20async%0A"
         );
         assert_eq!(uri_encode("a-b.c_d~e/f"), "a-b.c_d~e%2Ff");
+        // The RFC 2396 mark set stays, as with Asterisk's ast_uri_http.
+        assert_eq!(uri_encode("!*'()"), "!*'()");
+        assert_eq!(
+            uri_encode("\"#%&+,;=?@[]"),
+            "%22%23%25%26%2B%2C%3B%3D%3F%40%5B%5D"
+        );
         assert_eq!(
             async_result("200 result=1 (x)\n"),
-            "200%20result%3D1%20%28x%29%0A"
+            "200%20result%3D1%20(x)%0A"
         );
         let e = env();
         let enc = async_env(&e);

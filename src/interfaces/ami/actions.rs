@@ -92,7 +92,7 @@ pub async fn handle(ctx: &AmiCtx, req: &ActionRequest) -> (Bytes, Option<Deferre
         "extensionstate" => extension_state(ctx, req),
         "playdtmf" => play_dtmf(ctx, req),
         "reload" => reload(ctx, req),
-        "agi" => agi(ctx, req).await,
+        "agi" => return agi(ctx, req).await,
         _ => req.unknown(),
     };
     (bytes, None)
@@ -406,28 +406,36 @@ fn play_dtmf(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
     }
 }
 
-async fn agi(ctx: &AmiCtx, req: &ActionRequest) -> Bytes {
+async fn agi(ctx: &AmiCtx, req: &ActionRequest) -> (Bytes, Option<Deferred>) {
     use crate::interfaces::agi::asyncq::{queue, AsyncCommand};
-    let Some(name) = nonempty(req, "Channel") else {
-        return req.error("Channel not specified");
-    };
-    let Some(command) = nonempty(req, "Command") else {
-        return req.error("Command not specified");
+    let (Some(name), Some(command)) = (nonempty(req, "Channel"), nonempty(req, "Command")) else {
+        return (req.error("Both, Channel and Command are *required*"), None);
     };
     let Some((h, snap)) = ctx.core.channels.find(name) else {
-        return req.error(&format!("Channel {name} does not exist."));
+        return (req.error(&format!("Channel {name} does not exist.")), None);
     };
+    // The command waits for this ack to be written before it runs (see AsyncCommand::gate).
+    let (ack_sent, gate) = tokio::sync::oneshot::channel();
     let cmd = AsyncCommand {
         command: command.to_string(),
         command_id: req.get("CommandID").unwrap_or("").to_string(),
+        gate: Some(gate),
     };
     match h.run(move |c| queue(c, cmd)).await {
-        Some(true) => req.success("Added AGI command to queue"),
-        Some(false) => req.error(&format!(
-            "Failed to add AGI command to queue of channel {}",
-            snap.name
-        )),
-        None => req.error(&format!("Channel {name} does not exist.")),
+        Some(true) => (
+            req.success("Added AGI command to queue"),
+            Some(Box::new(move || {
+                let _ = ack_sent.send(());
+            })),
+        ),
+        Some(false) => (
+            req.error(&format!(
+                "Failed to add AGI command to channel {} queue",
+                snap.name
+            )),
+            None,
+        ),
+        None => (req.error(&format!("Channel {name} does not exist.")), None),
     }
 }
 

@@ -12,6 +12,10 @@
 //!   snapshot with a `Dest` prefix, then the voxpbx header `ChannelSeq: <n>`: the per-channel
 //!   sequence number, increasing by one for each event of that channel, so clients can order
 //!   one channel's events; then the event's own fields.
+//! - An event is rendered once for all sessions ([`RenderCache`], keyed by the bus sequence
+//!   number), and a session writes the events that queued up meanwhile in one system call
+//!   (up to [`EVENT_BATCH`] events / [`WRITE_BATCH_BYTES`]), so many listening clients cost
+//!   little per event.
 
 use super::actions::{self, AmiCtx};
 use super::codec::{AmiEvent, EventBuilder};
@@ -20,7 +24,7 @@ use super::perm::Perm;
 use super::session::{AmiShared, BootInfo, Now, SecurityEvent, SessionOutput};
 use crate::core::Core;
 use crate::events::{Event, EventClass};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,6 +37,51 @@ use tokio::sync::mpsc;
 
 /// Events buffered per session before the bus drops (and counts) them.
 pub const EVENT_QUEUE: usize = 1024;
+
+/// Events a session takes from its queue in one go before writing them.
+pub const EVENT_BATCH: usize = 64;
+
+/// Bytes coalesced into one write.
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// Rendered events shared by all sessions: a small ring indexed by the bus sequence number.
+/// Sessions read the same events at about the same time, so the ring only needs to cover the
+/// spread between the fastest and the slowest reader; a miss just renders again.
+pub struct RenderCache {
+    slots: Mutex<Vec<Option<(u64, bool, Arc<AmiEvent>)>>>,
+}
+
+impl RenderCache {
+    const SLOTS: usize = 1024;
+
+    pub fn new() -> RenderCache {
+        RenderCache {
+            slots: Mutex::new(vec![None; Self::SLOTS]),
+        }
+    }
+
+    /// The AMI form of `ev` (rendered by the first session that asks).
+    pub fn get(&self, ev: &Event, timestamp: bool) -> Arc<AmiEvent> {
+        if ev.seq == 0 {
+            return Arc::new(render_event(ev, timestamp));
+        }
+        let i = (ev.seq % Self::SLOTS as u64) as usize;
+        if let Some((seq, ts, r)) = &self.slots.lock()[i] {
+            if *seq == ev.seq && *ts == timestamp {
+                return r.clone();
+            }
+        }
+        let r = Arc::new(render_event(ev, timestamp));
+        self.slots.lock()[i] = Some((ev.seq, timestamp, r.clone()));
+        r
+    }
+}
+
+impl Default for RenderCache {
+    fn default() -> Self {
+        RenderCache::new()
+    }
+}
 
 /// One connected session, for `manager show connected`.
 #[derive(Debug, Clone)]
@@ -51,6 +100,7 @@ pub struct AmiServer {
     pub local_addr: SocketAddr,
     conns: Mutex<HashMap<u64, ConnInfo>>,
     next_conn: AtomicU64,
+    rendered: RenderCache,
 }
 
 impl AmiServer {
@@ -146,6 +196,7 @@ pub async fn start(core: Arc<Core>) -> anyhow::Result<()> {
         local_addr,
         conns: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
+        rendered: RenderCache::new(),
     });
     core.ext.insert(server.clone());
     register_cli(&core);
@@ -237,17 +288,34 @@ async fn serve_conn(ctx: AmiCtx, server: Arc<AmiServer>, stream: TcpStream, peer
     let worker = tokio::spawn(action_worker(ctx.clone(), act_rx, reply_tx));
     let mut sub: Option<crate::events::Subscription> = None;
     let mut buf = vec![0u8; 8192];
+    let mut pending = BytesMut::new();
+    let mut registered = false;
     let mut shutdown = ctx.core.shutdown.subscribe();
     'conn: loop {
-        // Flush what the session produced.
+        // Flush what the session produced, coalescing consecutive sends into one write.
+        let limit = session.write_timeout().max(Duration::from_secs(5));
         while let Some(out) = session.poll_output() {
             match out {
                 SessionOutput::Send(b) => {
-                    let limit = session.write_timeout().max(Duration::from_secs(5));
-                    if !write_all(&mut wr, &b, limit).await {
+                    pending.extend_from_slice(&b);
+                    if pending.len() >= WRITE_BATCH_BYTES {
+                        if !write_all(&mut wr, &pending, limit).await {
+                            break 'conn;
+                        }
+                        pending.clear();
+                    }
+                    continue;
+                }
+                _ if !pending.is_empty() => {
+                    if !write_all(&mut wr, &pending, limit).await {
                         break 'conn;
                     }
+                    pending.clear();
                 }
+                _ => {}
+            }
+            match out {
+                SessionOutput::Send(_) => {}
                 SessionOutput::Close => break 'conn,
                 SessionOutput::Action(req) => {
                     if act_tx.send(req).is_err() {
@@ -257,8 +325,24 @@ async fn serve_conn(ctx: AmiCtx, server: Arc<AmiServer>, stream: TcpStream, peer
                 SessionOutput::Security(ev) => log_security(peer, &ev),
             }
         }
-        if session.is_authenticated() && sub.is_none() {
+        if !pending.is_empty() {
+            if !write_all(&mut wr, &pending, limit).await {
+                break 'conn;
+            }
+            pending.clear();
+        }
+        // Subscribe to the bus only while the session can receive some event (logged in, and
+        // its read permission meets its `Events:` mask): a client with `Events: off` has no
+        // queue to overflow and gets no EventsDropped notices.
+        let wants_events =
+            session.is_authenticated() && session.read_perm().intersects(session.event_mask());
+        if wants_events && sub.is_none() {
             sub = Some(ctx.core.bus.subscribe(EVENT_QUEUE));
+        } else if !wants_events && sub.is_some() {
+            sub = None;
+        }
+        if session.is_authenticated() && !registered {
+            registered = true;
             server.conns.lock().insert(
                 conn_id,
                 ConnInfo {
@@ -291,13 +375,18 @@ async fn serve_conn(ctx: AmiCtx, server: Arc<AmiServer>, stream: TcpStream, peer
                 }
             } => {
                 let Some(ev) = ev else { break 'conn };
-                if let Some(s) = &sub {
+                if let Some(s) = sub.as_mut() {
                     let dropped = s.take_dropped();
                     if dropped > 0 {
                         session.send(events_dropped(dropped, timestamps).wire);
                     }
+                    session.deliver(&server.rendered.get(&ev, timestamps));
+                    // Take what else queued up meanwhile: written together below.
+                    for _ in 1..EVENT_BATCH {
+                        let Ok(ev) = s.rx.try_recv() else { break };
+                        session.deliver(&server.rendered.get(&ev, timestamps));
+                    }
                 }
-                session.deliver(&render_event(&ev, timestamps));
             }
             _ = async {
                 match deadline {
@@ -367,6 +456,24 @@ fn register_cli(core: &Arc<Core>) {
             })
         }),
     );
+    core.register_cli(
+        "manager show stats",
+        "Show event bus counters: events published, dropped for slow sessions",
+        Arc::new(|core: Arc<Core>, _args: Vec<String>| {
+            Box::pin(async move {
+                let (published, dropped, subs) = core.bus.stats();
+                show_stats(published, dropped, subs)
+            })
+        }),
+    );
+}
+
+/// `manager show stats` output (voxpbx): the bus counters a load test reads.
+pub fn show_stats(published: u64, dropped: u64, subscribers: usize) -> String {
+    format!(
+        "Events published: {published}\nEvents dropped: {dropped}\nSubscribers: {subscribers}\n\
+         Event queue (events): {EVENT_QUEUE}\n"
+    )
 }
 
 /// `manager show connected` output.
@@ -459,6 +566,34 @@ mod tests {
         assert!(text.contains("ChannelSeq: 3\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
         assert_eq!(a.class, Perm::DIALPLAN);
+    }
+
+    #[test]
+    fn render_cache_renders_once_per_event() {
+        let cache = RenderCache::new();
+        let mut ev = Event::new("UserEvent", EventClass::User).field("UserEvent", "X");
+        ev.seq = 7;
+        let a = cache.get(&ev, false);
+        let b = cache.get(&ev, false);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.wire, render_event(&ev, false).wire);
+        // Another timestamp setting or a newer event in the same slot renders again.
+        let c = cache.get(&ev, true);
+        assert!(!Arc::ptr_eq(&a, &c));
+        let mut later = Event::new("UserEvent", EventClass::User).field("UserEvent", "Y");
+        later.seq = 7 + RenderCache::SLOTS as u64;
+        assert!(cache.get(&later, true).text().contains("UserEvent: Y"));
+        // Events that never went through the bus (seq 0) are rendered every time.
+        let z = Event::new("UserEvent", EventClass::User);
+        assert!(!Arc::ptr_eq(&cache.get(&z, false), &cache.get(&z, false)));
+    }
+
+    #[test]
+    fn stats_output() {
+        assert_eq!(
+            show_stats(10, 2, 3),
+            "Events published: 10\nEvents dropped: 2\nSubscribers: 3\nEvent queue (events): 1024\n"
+        );
     }
 
     #[test]
