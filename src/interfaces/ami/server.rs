@@ -48,8 +48,11 @@ pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// Sessions read the same events at about the same time, so the ring only needs to cover the
 /// spread between the fastest and the slowest reader; a miss just renders again.
 pub struct RenderCache {
-    slots: Mutex<Vec<Option<(u64, bool, Arc<AmiEvent>)>>>,
+    slots: Mutex<Vec<Option<Rendered>>>,
 }
+
+/// A cache slot: bus sequence number, whether it has a `Timestamp:` line, the rendering.
+type Rendered = (u64, bool, Arc<AmiEvent>);
 
 impl RenderCache {
     const SLOTS: usize = 1024;
