@@ -10,11 +10,11 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 echo "==> system packages"
-if ! dpkg -s sip-tester baresip espeak-ng sox asterisk-core-sounds-en-wav cmake libclang-dev python3-venv >/dev/null 2>&1; then
+if ! dpkg -s sip-tester baresip-core espeak-ng sox asterisk-core-sounds-en-wav cmake libclang-dev python3-venv >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     build-essential pkg-config cmake clang libclang-dev python3 python3-venv python3-pip \
-    sip-tester baresip espeak-ng sox asterisk-core-sounds-en-wav >/dev/null
+    sip-tester baresip-core espeak-ng sox asterisk-core-sounds-en-wav >/dev/null
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "voxpbx needs a Rust toolchain (stable, with cargo) on PATH; install it with rustup." >&2

@@ -1,4 +1,4 @@
-//! Interop with a second real SIP user agent: baresip (Debian `baresip`), driven headless
+//! Interop with a second real SIP user agent: baresip (Debian `baresip-core`), driven headless
 //! with a generated config (`baresip -f DIR -e "/dial ..." -t SECS`): it plays a WAV through
 //! the `aufile` source, and the `sndfile` filter dumps what it sent and what it received to
 //! WAV files that the tests compare. Skipped with a NOTE when baresip is not installed.
