@@ -486,3 +486,49 @@ fn torture_corpus_over_the_wire() {
     );
     assert!(!pbx.log().contains("panicked"), "{}", pbx.log());
 }
+
+/// SIP over TCP: a SIPp call on one connection (`-t t1`), CRLF keepalives answered, an
+/// oversized message closes the connection.
+#[test]
+fn tcp_transport_call_keepalive_and_size_limit() {
+    need_sipp!();
+    use std::io::{Read, Write};
+    let sip_port = free_udp_port();
+    let tcp_port = free_tcp_port();
+    let extra = format!("[tcp]\ntype=transport\nprotocol=tcp\nbind=127.0.0.1:{tcp_port}\n");
+    let pbx = start_pbx(sip_port, &extra, DIALPLAN);
+    let media = Media::start();
+    let r = Sipp::uac(tcp_port, "uac_hello.xml", "100")
+        .arg("-t")
+        .arg("t1")
+        .arg("-key")
+        .arg("rtpport")
+        .arg(&media.port.to_string())
+        .run(pbx.dir.path());
+    assert_ok(&r, &pbx);
+    let reached = std::fs::read_to_string(pbx.path("reached-100.txt")).unwrap_or_default();
+    assert!(reached.starts_with("PJSIP/sipp-"), "{reached:?}");
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", tcp_port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(b"\r\n\r\n").unwrap();
+    let mut two = [0u8; 2];
+    c.read_exact(&mut two).unwrap();
+    assert_eq!(&two, b"\r\n");
+    let mut huge = b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nX-Pad: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 70_000));
+    let _ = c.write_all(&huge);
+    let mut rest = Vec::new();
+    let closed = c.read_to_end(&mut rest).is_ok();
+    assert!(closed, "connection not closed after an oversized message");
+    // Still serving.
+    let r = Sipp::uac(tcp_port, "uac_hello.xml", "100")
+        .arg("-t")
+        .arg("t1")
+        .arg("-key")
+        .arg("rtpport")
+        .arg(&media.port.to_string())
+        .run(pbx.dir.path());
+    assert_ok(&r, &pbx);
+}

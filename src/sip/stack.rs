@@ -30,6 +30,8 @@ use tokio::sync::mpsc;
 pub struct TransportCfg {
     pub name: String,
     pub bind: SocketAddr,
+    /// `protocol`: udp or tcp.
+    pub protocol: Transport,
 }
 
 /// A `type=endpoint` section.
@@ -167,10 +169,17 @@ impl PjsipConfig {
             match ty.as_str() {
                 "transport" => {
                     let proto = s.get("protocol").unwrap_or("udp").to_ascii_lowercase();
-                    if proto != "udp" {
-                        tracing::warn!("pjsip transport {}: protocol {proto} unsupported", s.name);
-                        continue;
-                    }
+                    let protocol = match proto.as_str() {
+                        "udp" => Transport::Udp,
+                        "tcp" => Transport::Tcp,
+                        _ => {
+                            tracing::warn!(
+                                "pjsip transport {}: protocol {proto} unsupported",
+                                s.name
+                            );
+                            continue;
+                        }
+                    };
                     let b = s.get("bind").unwrap_or("0.0.0.0:5060");
                     let bind = b
                         .parse::<SocketAddr>()
@@ -181,6 +190,7 @@ impl PjsipConfig {
                     cfg.transports.push(TransportCfg {
                         name: s.name.clone(),
                         bind,
+                        protocol,
                     });
                 }
                 "endpoint" => {
@@ -451,34 +461,220 @@ pub async fn start(core: Arc<Core>) -> anyhow::Result<()> {
     core.ext.insert(stack.clone());
     register_cli(&core);
     for t in stack.config.transports.clone() {
-        let sock = UdpSocket::bind(t.bind).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        {
-            let mut l = stack.local.lock();
-            if l.is_none() {
-                *l = Some((sock.local_addr()?, tx.clone()));
+        let io = match t.protocol {
+            Transport::Tcp => {
+                let listener = tokio::net::TcpListener::bind(t.bind).await?;
+                let local = listener.local_addr()?;
+                let (in_tx, in_rx) = mpsc::unbounded_channel();
+                let accept_tx = in_tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, peer)) => {
+                                let _ = stream.set_nodelay(true);
+                                tokio::spawn(tcp_connection(stream, peer, accept_tx.clone(), None));
+                            }
+                            Err(e) => {
+                                tracing::warn!("SIP TCP accept: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                });
+                Io::Tcp(TcpIo {
+                    local,
+                    rx: in_rx,
+                    tx: in_tx,
+                    conns: HashMap::new(),
+                })
             }
-        }
+            _ => {
+                let sock = UdpSocket::bind(t.bind).await?;
+                let mut l = stack.local.lock();
+                if l.is_none() {
+                    *l = Some((sock.local_addr()?, tx.clone()));
+                }
+                Io::Udp(Arc::new(sock))
+            }
+        };
         let core2 = core.clone();
         let stack2 = stack.clone();
         tokio::spawn(async move {
-            transport_task(core2, stack2, Arc::new(sock), tx, rx).await;
+            transport_task(core2, stack2, io, tx, rx).await;
         });
     }
     Ok(())
 }
 
+/// Largest SIP message accepted on a stream (TCP); a peer sending more without a
+/// complete message is disconnected.
+pub const MAX_STREAM_MESSAGE: usize = 65_535;
+
+/// What TCP connection tasks tell their transport task.
+enum TcpIn {
+    Open(SocketAddr, mpsc::UnboundedSender<Bytes>),
+    Frame(SocketAddr, Bytes),
+    Closed(SocketAddr),
+}
+
+struct TcpIo {
+    local: SocketAddr,
+    rx: mpsc::UnboundedReceiver<TcpIn>,
+    tx: mpsc::UnboundedSender<TcpIn>,
+    /// Open connections by peer address: responses and requests to a peer reuse them.
+    conns: HashMap<SocketAddr, mpsc::UnboundedSender<Bytes>>,
+}
+
+/// A transport task's sockets.
+enum Io {
+    Udp(Arc<UdpSocket>),
+    Tcp(TcpIo),
+}
+
+impl Io {
+    fn transport(&self) -> Transport {
+        match self {
+            Io::Udp(_) => Transport::Udp,
+            Io::Tcp(_) => Transport::Tcp,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Io::Udp(s) => s.local_addr(),
+            Io::Tcp(t) => Ok(t.local),
+        }
+    }
+
+    /// The next datagram or stream-framed message (keepalives are answered by the
+    /// connection task and never come here).
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<(SocketAddr, Bytes)> {
+        match self {
+            Io::Udp(s) => match s.recv_from(buf).await {
+                Ok((n, src)) => Some((src, Bytes::copy_from_slice(&buf[..n]))),
+                Err(_) => None,
+            },
+            Io::Tcp(t) => loop {
+                match t.rx.recv().await? {
+                    TcpIn::Open(peer, w) => {
+                        t.conns.insert(peer, w);
+                    }
+                    TcpIn::Closed(peer) => {
+                        t.conns.remove(&peer);
+                    }
+                    TcpIn::Frame(peer, data) => return Some((peer, data)),
+                }
+            },
+        }
+    }
+
+    /// Send; `false` when it certainly failed. TCP to a peer without a connection opens one.
+    async fn send(&mut self, data: &Bytes, dest: SocketAddr) -> bool {
+        match self {
+            Io::Udp(s) => s.send_to(data, dest).await.is_ok(),
+            Io::Tcp(t) => {
+                if let Some(w) = t.conns.get(&dest) {
+                    if w.send(data.clone()).is_ok() {
+                        return true;
+                    }
+                    t.conns.remove(&dest);
+                }
+                let tx = t.tx.clone();
+                let first = data.clone();
+                tokio::spawn(async move {
+                    match tokio::net::TcpStream::connect(dest).await {
+                        Ok(stream) => {
+                            let _ = stream.set_nodelay(true);
+                            tcp_connection(stream, dest, tx, Some(first)).await;
+                        }
+                        Err(e) => tracing::info!("SIP TCP connect {dest}: {e}"),
+                    }
+                });
+                true
+            }
+        }
+    }
+}
+
+/// One TCP connection: cut the byte stream into messages by Content-Length
+/// ([`super::parse::frame_stream`]), answer CRLFCRLF keepalives with CRLF, write what the
+/// transport task queues. Ends on EOF, a framing error or an oversized message.
+async fn tcp_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    to_task: mpsc::UnboundedSender<TcpIn>,
+    first: Option<Bytes>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+    if let Some(f) = first {
+        let _ = wtx.send(f);
+    }
+    let _ = to_task.send(TcpIn::Open(peer, wtx.clone()));
+    let writer = tokio::spawn(async move {
+        while let Some(b) = wrx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 8192];
+    'conn: loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match super::parse::frame_stream(&buf) {
+                Ok(Some(len)) => {
+                    let frame: Vec<u8> = buf.drain(..len).collect();
+                    if super::parse::is_keepalive(&frame) {
+                        if frame.len() >= 4 {
+                            let _ = wtx.send(Bytes::from_static(b"\r\n"));
+                        }
+                    } else if frame.len() > MAX_STREAM_MESSAGE {
+                        tracing::info!("SIP TCP {peer}: message over {MAX_STREAM_MESSAGE} bytes");
+                        break 'conn;
+                    } else {
+                        let _ = to_task.send(TcpIn::Frame(peer, Bytes::from(frame)));
+                    }
+                }
+                Ok(None) => {
+                    if buf.len() > MAX_STREAM_MESSAGE {
+                        tracing::info!("SIP TCP {peer}: message over {MAX_STREAM_MESSAGE} bytes");
+                        break 'conn;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!("SIP TCP {peer}: {e}; closing");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    let _ = to_task.send(TcpIn::Closed(peer));
+    drop(wtx);
+    writer.abort();
+}
+
 async fn transport_task(
     core: Arc<Core>,
     stack: Arc<SipStack>,
-    sock: Arc<UdpSocket>,
+    mut io: Io,
     cmd_tx: mpsc::UnboundedSender<StackCmd>,
     mut cmd_rx: mpsc::UnboundedReceiver<StackCmd>,
 ) {
-    let local = match sock.local_addr() {
+    let local = match io.local_addr() {
         Ok(a) => a,
         Err(_) => return,
     };
+    let proto = io.transport();
     let mut layer = TransactionLayer::new(TimerConfig::default());
     let mut calls: HashMap<String, mpsc::UnboundedSender<CallIn>> = HashMap::new();
     let mut tx_call: HashMap<TxId, String> = HashMap::new();
@@ -506,7 +702,7 @@ async fn transport_task(
     loop {
         drive_registrations(&stack, &mut layer, &mut regs, &mut reg_tx, Instant::now());
         while let Some(t) = layer.poll_transmit() {
-            if sock.send_to(&t.data, t.dest).await.is_err() {
+            if !io.send(&t.data, t.dest).await {
                 if let Some(tx) = t.tx {
                     layer.transport_error(tx);
                 }
@@ -526,12 +722,12 @@ async fn transport_task(
             }
         };
         tokio::select! {
-            r = sock.recv_from(&mut buf) => {
-                let Ok((n, src)) = r else { continue };
+            r = io.recv(&mut buf) => {
+                let Some((src, data)) = r else { continue };
                 let now = Instant::now();
-                if let Err(e) = layer.handle_datagram(now, src, Transport::Udp, &buf[..n]) {
+                if let Err(e) = layer.handle_datagram(now, src, proto, &data) {
                     tracing::debug!("SIP from {src}: {e}");
-                    reply_400(&mut layer, src, &buf[..n]);
+                    reply_400(&mut layer, src, proto, &data);
                 }
             }
             _ = sleep => layer.handle_timeout(Instant::now()),
@@ -542,8 +738,8 @@ async fn transport_task(
                     StackCmd::Respond(tx, r) => { let _ = layer.send_response(now, tx, r); }
                     StackCmd::Request(dest, r) => {
                         if r.method == Method::Ack {
-                            layer.send_stateless(dest, Transport::Udp, &super::SipMessage::Request(r));
-                        } else if let Ok(id) = layer.send_request(now, dest, Transport::Udp, r.clone()) {
+                            layer.send_stateless(dest, proto, &super::SipMessage::Request(r));
+                        } else if let Ok(id) = layer.send_request(now, dest, proto, r.clone()) {
                             if let Ok(cid) = r.headers.call_id() { tx_call.insert(id, cid.to_string()); }
                         }
                     }
@@ -559,7 +755,7 @@ async fn transport_task(
             }
         }
         while let Some(t) = layer.poll_transmit() {
-            if sock.send_to(&t.data, t.dest).await.is_err() {
+            if !io.send(&t.data, t.dest).await {
                 if let Some(tx) = t.tx {
                     layer.transport_error(tx);
                 }
@@ -589,7 +785,15 @@ async fn transport_task(
                     }
                     let Some(tx) = tx else { continue };
                     handle_new_request(
-                        &core, &stack, &mut layer, &cmd_tx, &mut calls, local, tx, request, source,
+                        &core,
+                        &stack,
+                        &mut layer,
+                        &cmd_tx,
+                        &mut calls,
+                        (local, proto),
+                        tx,
+                        request,
+                        source,
                     );
                 }
                 Event::Cancelled { cancel, .. } => {
@@ -641,7 +845,11 @@ async fn transport_task(
             }
         }
         while let Some(t) = layer.poll_transmit() {
-            let _ = sock.send_to(&t.data, t.dest).await;
+            if !io.send(&t.data, t.dest).await {
+                if let Some(tx) = t.tx {
+                    layer.transport_error(tx);
+                }
+            }
         }
     }
 }
@@ -706,7 +914,7 @@ fn drive_registrations(
 }
 
 /// Best effort 400 for a request that failed to parse (needs the Via etc. to be readable).
-fn reply_400(layer: &mut TransactionLayer, src: SocketAddr, data: &[u8]) {
+fn reply_400(layer: &mut TransactionLayer, src: SocketAddr, proto: Transport, data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -730,7 +938,7 @@ fn reply_400(layer: &mut TransactionLayer, src: SocketAddr, data: &[u8]) {
     }
     out.push_str("Content-Length: 0\r\n\r\n");
     if let Ok(msg) = super::parse_message(out.as_bytes()) {
-        layer.send_stateless(src, Transport::Udp, &msg);
+        layer.send_stateless(src, proto, &msg);
     }
 }
 
@@ -746,7 +954,7 @@ fn handle_new_request(
     layer: &mut TransactionLayer,
     cmd_tx: &mpsc::UnboundedSender<StackCmd>,
     calls: &mut HashMap<String, mpsc::UnboundedSender<CallIn>>,
-    local: SocketAddr,
+    local: (SocketAddr, Transport),
     tx: TxId,
     req: Request,
     source: SocketAddr,
@@ -945,7 +1153,7 @@ async fn inbound_call(
     stack: Arc<SipStack>,
     cmd: mpsc::UnboundedSender<StackCmd>,
     mut inbox: mpsc::UnboundedReceiver<CallIn>,
-    local: SocketAddr,
+    (local, transport): (SocketAddr, Transport),
     ep: EndpointCfg,
     tx: TxId,
     invite: Request,
@@ -989,11 +1197,15 @@ async fn inbound_call(
         SystemTime::now(),
     );
     let local_tag = super::new_tag();
-    let contact = NameAddr::new(SipUri::new(
+    let mut contact_uri = SipUri::new(
         invite.uri.as_sip().and_then(|u| u.user.as_deref()),
         Host::Ip(ip),
         Some(local.port()),
-    ));
+    );
+    if transport == Transport::Tcp {
+        super::message::set_param(&mut contact_uri.params, "transport", Some("tcp".into()));
+    }
+    let contact = NameAddr::new(contact_uri);
     let Ok(mut dialog) = super::Dialog::uas(&invite, &local_tag, Some(contact)) else {
         return fail(400);
     };
@@ -1039,6 +1251,7 @@ async fn inbound_call(
         sdp_body,
         remote_sip: source,
         local,
+        transport,
         allow: ep.allow.clone(),
         rtp_port,
         sending: true,
@@ -1058,6 +1271,8 @@ struct Driver {
     sdp_body: Vec<u8>,
     remote_sip: SocketAddr,
     local: SocketAddr,
+    /// The transport of the dialog (TCP: requests go back over the INVITE's connection).
+    transport: Transport,
     /// Our current SDP (its origin is kept, and its version bumped, in later answers).
     local_sdp: Option<Sdp>,
     allow: Vec<Codec>,
@@ -1079,22 +1294,18 @@ impl Driver {
 
     fn send_bye(&self, dialog: &mut super::Dialog) {
         let via = Via::new(
-            Transport::Udp,
+            self.transport,
             Host::Ip(SipStack::local_ip(self.local)),
             Some(self.local.port()),
             &super::new_branch(),
         );
         let req = dialog.create_request(Method::Bye, via);
-        let dest = match dialog.next_hop() {
-            Uri::Sip(u) => u.socket_addr().unwrap_or(self.remote_sip),
-            _ => self.remote_sip,
-        };
-        let _ = self.cmd.send(StackCmd::Request(dest, req));
+        let _ = self.cmd.send(StackCmd::Request(self.next_hop(dialog), req));
     }
 
     fn send_ack(&self, dialog: &super::Dialog) {
         let via = Via::new(
-            Transport::Udp,
+            self.transport,
             Host::Ip(SipStack::local_ip(self.local)),
             Some(self.local.port()),
             &super::new_branch(),
@@ -1104,6 +1315,9 @@ impl Driver {
     }
 
     fn next_hop(&self, dialog: &super::Dialog) -> SocketAddr {
+        if self.transport.is_reliable() {
+            return self.remote_sip;
+        }
         match dialog.next_hop() {
             Uri::Sip(u) => u.socket_addr().unwrap_or(self.remote_sip),
             _ => self.remote_sip,
@@ -1509,6 +1723,7 @@ async fn outbound_call(
         sdp_body,
         remote_sip: dest,
         local,
+        transport: Transport::Udp,
         allow: ep.allow.clone(),
         rtp_port,
         sending: true,
@@ -1766,6 +1981,16 @@ mod tests {
     }
 
     #[test]
+    fn tcp_transport_section() {
+        let text = "[t]\ntype=transport\nprotocol=tcp\nbind=127.0.0.1:5061\n\
+                    [w]\ntype=transport\nprotocol=wss\n";
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        let c = PjsipConfig::from_conf(&f, None).unwrap();
+        assert_eq!(c.transports.len(), 1, "wss is skipped");
+        assert_eq!(c.transports[0].protocol, Transport::Tcp);
+    }
+
+    #[test]
     fn registration_section() {
         let text = "[t-auth]\ntype=auth\nusername=u\npassword=p\n\
                     [prov]\ntype=registration\nserver_uri=sip:192.0.2.1:5060\n\
@@ -1810,6 +2035,7 @@ mod tests {
         let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
         let c = PjsipConfig::from_conf(&f, None).unwrap();
         assert_eq!(c.transports[0].bind, "127.0.0.1:5070".parse().unwrap());
+        assert_eq!(c.transports[0].protocol, Transport::Udp);
         let e = c.endpoint("alice").unwrap();
         assert_eq!(e.context, "from-sip");
         assert_eq!(e.allow, vec![Codec::Pcmu]);
