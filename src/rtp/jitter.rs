@@ -11,8 +11,9 @@
 //! buffer re-wait the target delay. The target follows the RFC 3550 interarrival jitter
 //! (`3 × J`), raised by late packets and by underruns that end with a timestamp-continuous
 //! packet (not by DTX pauses) — a boost that decays by 2 ms/s — and bounded by
-//! `min_delay..=max_delay`. When more than `target + 2 frames` is buffered, one packet per `get`
-//! is dropped until the depth is back.
+//! `min_delay..=max_delay`. After such a stall, playout resumes as soon as the target is buffered
+//! (the late head is not aged a second time). When more than `target + 2 frames` is buffered, one
+//! packet per `get` is dropped until the depth is back.
 //!
 //! Duplicates and packets arriving after their slot was played or skipped are dropped. An SSRC
 //! or clock-rate change resyncs at once; a sequence jump (≥ capacity ahead or > 100 behind) is
@@ -154,6 +155,9 @@ pub struct JitterBuffer {
     next_ts: Option<u32>,
     /// An underrun in progress: when it began and the timestamp that was due.
     underrun: Option<(Instant, u32)>,
+    /// The underrun ended with the packet that was due (a network stall, not DTX): resume as
+    /// soon as the target delay is buffered instead of aging the late head again.
+    stall_resume: bool,
     stats: JitterStats,
 }
 
@@ -184,6 +188,7 @@ impl JitterBuffer {
             last_put: None,
             next_ts: None,
             underrun: None,
+            stall_resume: false,
             stats: JitterStats::default(),
         }
     }
@@ -246,6 +251,7 @@ impl JitterBuffer {
         self.missing_hist = 0;
         self.next_ts = None;
         self.underrun = None;
+        self.stall_resume = false;
     }
 
     fn clear_slots(&mut self) {
@@ -334,6 +340,7 @@ impl JitterBuffer {
         self.transit = None;
         self.next_ts = None;
         self.underrun = None;
+        self.stall_resume = false;
         self.state = State::Buffering;
         if self.epoch.is_none() {
             self.epoch = Some(now);
@@ -355,6 +362,7 @@ impl JitterBuffer {
             if ext == self.play_seq && frame.ts == due_ts {
                 let want = self.target_delay() + now.saturating_duration_since(since);
                 self.raise_boost(now, want);
+                self.stall_resume = true;
             }
         }
         let i = self.idx(ext);
@@ -457,9 +465,16 @@ impl JitterBuffer {
                 let arrival = self.slots[self.idx(head)]
                     .as_ref()
                     .map_or(now, |s| s.arrival);
-                if now < arrival + self.target_delay() {
+                let target = self.target_delay();
+                // After a stall the head is already late: play once the burst that follows it
+                // fills the target, rather than delaying it by another target on top.
+                let buffered =
+                    self.frame_duration() * (self.highest + 1 - head).min(u32::MAX as u64) as u32;
+                let refilled = self.stall_resume && buffered >= target;
+                if now < arrival + target && !refilled {
                     return self.gap(now);
                 }
+                self.stall_resume = false;
                 if head > self.play_seq {
                     let n = head - self.play_seq;
                     if self.played_any {
@@ -889,6 +904,36 @@ mod tests {
         jb.get(t0 + ms(t + 45));
         jb.put(t0 + ms(t + 120), SSRC, pkt(seq.wrapping_add(1), ts + 160));
         assert!(jb.target_delay() >= ms(90), "{:?}", jb.target_delay());
+    }
+
+    #[test]
+    fn stall_then_burst_resumes_without_dropping() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // Every 20 ms, except that packets 50..56 are held 120 ms by the network and arrive
+        // together with packet 56.
+        let arrivals: Vec<(u64, u16)> = (0..150u16)
+            .map(|i| {
+                let at = i as u64 * 20;
+                (if (50..56).contains(&i) { 56 * 20 } else { at }, i)
+            })
+            .collect();
+        let out = simulate(&mut jb, t0, &arrivals, 5, 150 * 20 + 400);
+        assert_eq!(
+            frames(&out),
+            (0..150).collect::<Vec<_>>(),
+            "all played, in order"
+        );
+        assert_eq!(jb.stats().overflow_dropped, 0);
+        assert_eq!(jb.stats().lost, 0);
+        // The silence lasts as long as the stall (6 frames), not the stall plus a new target.
+        let first = out.iter().position(|p| seq_of(p) == Some(49)).unwrap_or(0);
+        let resumed = out.iter().position(|p| seq_of(p) == Some(50)).unwrap_or(0);
+        assert!(
+            resumed - first <= 7,
+            "silent for {} ticks",
+            resumed - first - 1
+        );
     }
 
     #[test]
