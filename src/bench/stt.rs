@@ -362,6 +362,8 @@ impl Floor {
         p.set_temperature(0.0);
         p.set_n_threads(self.threads);
         p.set_audio_ctx(audio_ctx);
+        // The engine's cap against decoding loops: ~7 tokens per second of audio + 12.
+        p.set_max_tokens(((pcm.len() as f64 / 16000.0 * 7.0) as i32 + 12).clamp(20, 220));
         self.state
             .full(p, pcm)
             .map_err(|e| anyhow::anyhow!("whisper: {e}"))?;
