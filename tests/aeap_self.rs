@@ -34,7 +34,7 @@ impl Drop for Server {
 #[test]
 fn daemon_aeap_engine_against_aeap_serve_over_sip() {
     let model = repo().join("models/ggml-tiny.en.bin");
-    if !(have("espeak-ng") && have("sox")) || !model.exists() {
+    if !have("espeak-ng") || !have("sox") || !model.exists() {
         eprintln!(
             "NOTE: needs espeak-ng, sox and {}; skipped",
             model.display()

@@ -515,8 +515,18 @@ impl Drop for Proc {
 }
 
 fn spawn(args: &[&str], conf: &Path, log: PathBuf) -> anyhow::Result<Proc> {
+    use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(&log)?;
-    let child = std::process::Command::new(std::env::current_exe()?)
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    // SAFETY: prctl is async-signal-safe; the closure touches no shared state. The child dies
+    // with the bench even when the bench is killed without unwinding (SIGTERM, SIGKILL).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd
         .args(args)
         .arg("-C")
         .arg(conf)
@@ -544,7 +554,7 @@ fn free_udp_port() -> anyhow::Result<u16> {
 /// An even UDP port range `[base, base + count)` free now (the daemon's RTP ports).
 fn free_rtp_range(count: u16) -> anyhow::Result<u16> {
     for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 20_000) & !1;
+        let base = (20_000 + rand::random::<u16>() % 20_000) & !1;
         if (0..count).all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).is_ok()) {
             return Ok(base);
         }
