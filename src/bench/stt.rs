@@ -912,25 +912,16 @@ impl Ami {
 
 // ---------------------------------------------------------------- measuring
 
-/// When the prompt stops in a recording (8 kHz, sample 0 at the answer), in ms: the start of
-/// the first run of `quiet_frames` quiet 20 ms frames that follows a loud (prompt) frame.
+/// When the prompt stops in a recording (8 kHz, sample 0 at the answer), in ms: the end of the
+/// last loud (prompt) 20 ms frame, when at least `quiet_frames` quiet frames follow it. Gaps
+/// inside the prompt (late packets on a loaded box) do not count: the prompt resumes after them.
 pub fn prompt_stop_ms(rec: &[i16], quiet_frames: usize) -> Option<u64> {
     let level = |f: &[i16]| f.iter().map(|&s| i64::from(s).abs()).sum::<i64>() / f.len() as i64;
     let frames: Vec<i64> = rec.chunks_exact(160).map(level).collect();
-    let first_loud = frames.iter().position(|&l| l > 1000)?;
-    let mut i = first_loud;
-    while i < frames.len() {
-        if frames[i] < 300 {
-            let run = frames[i..].iter().take_while(|&&l| l < 300).count();
-            if run >= quiet_frames {
-                return Some(i as u64 * 20);
-            }
-            i += run;
-        } else {
-            i += 1;
-        }
-    }
-    None
+    let last_loud = frames.iter().rposition(|&l| l > 1000)?;
+    let after = &frames[last_loud + 1..];
+    let quiet = after.iter().take_while(|&&l| l < 300).count();
+    (quiet >= quiet_frames).then_some((last_loud as u64 + 1) * 20)
 }
 
 /// `wait=500 after=30 ...` -> map of numbers.
@@ -1734,6 +1725,12 @@ mod tests {
         rec.extend_from_slice(&tone[4320..]);
         rec.extend(std::iter::repeat(0).take(8000));
         assert_eq!(prompt_stop_ms(&rec, 10), Some(1100));
+        // A gap longer than the quiet run inside the prompt is not its stop.
+        let mut gap = tone[..4000].to_vec();
+        gap.extend(std::iter::repeat(0).take(2400));
+        gap.extend_from_slice(&tone[..2400]);
+        gap.extend(std::iter::repeat(0).take(3200));
+        assert_eq!(prompt_stop_ms(&gap, 10), Some(1100));
         // Never stopped, or never played.
         assert_eq!(prompt_stop_ms(&prompt_tone(2000), 10), None);
         assert_eq!(prompt_stop_ms(&[0; 16000], 10), None);
