@@ -101,20 +101,30 @@ enum BenchCmd {
         #[command(subcommand)]
         cmd: CorpusCmd,
     },
-    /// Word error rate and latency of speech engines: Whisper directly and through the PBX.
+    /// Speech-to-text latency and WER over real SIP calls (and Whisper directly, the floor).
     Stt {
         /// Engine (speech.conf section); repeat for several (default: every whisper engine).
         #[arg(long = "engine")]
         engines: Vec<String>,
+        /// An external AEAP speech engine (ws:// or wss:// URL); repeat for several.
+        #[arg(long = "aeap")]
+        aeap: Vec<String>,
+        /// Paths to run, comma separated: floor (whisper-rs direct), sip (in-process engine),
+        /// hop (the engine behind `voxpbx aeap-serve`).
+        #[arg(long, default_value = "floor,sip,hop")]
+        paths: String,
         /// Corpus folder (NAME.wav + NAME.txt [+ NAME.json]).
         #[arg(long, default_value = "bench/corpus")]
         corpus: PathBuf,
-        /// Number of clips to run (default: all).
+        /// Calls per path (default: one per clip; more cycles through the clips).
         #[arg(long, default_value_t = 0)]
         calls: usize,
-        /// Calls in flight at once in the pipeline.
+        /// Calls in flight at once.
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
+        /// Codec of the calls: ulaw or alaw.
+        #[arg(long, default_value = "ulaw")]
+        codec: String,
         /// Write every measurement as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -123,10 +133,18 @@ enum BenchCmd {
         plot: Option<PathBuf>,
         /// Configuration directory with the speech.conf to use (default: the repository's conf/).
         #[arg(long)]
-        target: Option<PathBuf>,
-        /// Only the floor (Whisper directly), no PBX pipeline.
+        conf: Option<PathBuf>,
+        /// Measure a running PBX at SIP HOST:PORT instead of starting one (its dialplan must be
+        /// the bench dialplan, see `voxpbx::bench::stt`).
         #[arg(long)]
-        floor_only: bool,
+        target: Option<String>,
+        /// AMI HOST:PORT of the --target PBX.
+        #[arg(long, default_value = "127.0.0.1:5038")]
+        ami: String,
+        #[arg(long, default_value = "bench")]
+        ami_user: String,
+        #[arg(long, default_value = "bench")]
+        ami_secret: String,
     },
 }
 
@@ -195,23 +213,46 @@ fn bench_main(cmd: BenchCmd) -> ExitCode {
         }
         BenchCmd::Stt {
             engines,
+            aeap,
+            paths,
             corpus,
             calls,
             concurrency,
+            codec,
             json,
             plot,
+            conf,
             target,
-            floor_only,
+            ami,
+            ami_user,
+            ami_secret,
         } => {
+            let parsed = voxpbx::bench::stt::BenchCodec::parse(&codec)
+                .and_then(|c| voxpbx::bench::stt::Paths::parse(&paths).map(|p| (c, p)));
+            let (codec, paths) = match parsed {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("voxpbx bench stt: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let opts = voxpbx::bench::stt::SttOpts {
                 engines,
+                aeap,
+                paths,
                 corpus,
                 calls,
                 concurrency,
+                codec,
                 json,
                 plot,
-                target: target.unwrap_or_else(voxpbx::runtime::default_conf_dir),
-                floor_only,
+                conf: conf.unwrap_or_else(voxpbx::runtime::default_conf_dir),
+                target: target.map(|sip| voxpbx::bench::stt::Target {
+                    sip,
+                    ami,
+                    ami_user,
+                    ami_secret,
+                }),
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -42,8 +42,9 @@ pub struct Clip {
     pub span: SpeechSpan,
     /// Clip length in ms.
     pub duration_ms: u64,
-    /// 8 kHz samples.
+    /// Samples at `rate` Hz (8 kHz for generated corpora).
     pub samples: Vec<i16>,
+    pub rate: u32,
 }
 
 /// Read an 8 kHz (or any rate) mono 16-bit wav; returns (samples, rate).
@@ -140,6 +141,7 @@ pub fn load(dir: &Path) -> Result<Vec<Clip>, CorpusError> {
             span,
             duration_ms,
             samples,
+            rate,
         });
     }
     if clips.is_empty() {

@@ -1623,6 +1623,9 @@ impl EngineSession for WhisperSession {
                 .map(|t| t.text.clone())
                 .unwrap_or_default()),
             "engine" => Ok("whisper".to_string()),
+            // voxpbx extension (read-only): where the last utterance's time went, for
+            // `voxpbx bench stt` and latency logging.
+            "timing" => Ok(timing_string(&self.shared.lock().timing)),
             _ => self
                 .settings
                 .get(&key)
@@ -1649,6 +1652,38 @@ impl EngineSession for WhisperSession {
         self.active = false;
         Box::pin(async {})
     }
+}
+
+/// `SPEECH_ENGINE(timing)`: `wait=MS after=MS inference=MS audio=MS [partial=MS]` for the last
+/// utterance: endpointing wait (last voiced audio -> endpoint), endpoint -> DONE, Whisper compute
+/// (speculative runs included), utterance audio, and last voiced audio -> first partial
+/// (negative when the partial came before the end of speech). Empty when nothing was timed.
+pub fn timing_string(t: &SpeechTiming) -> String {
+    let ms = |a: Instant, b: Instant| -> i64 {
+        if b >= a {
+            b.duration_since(a).as_millis() as i64
+        } else {
+            -(a.duration_since(b).as_millis() as i64)
+        }
+    };
+    let mut out = Vec::new();
+    if let (Some(e), Some(p)) = (t.speech_end, t.endpoint) {
+        out.push(format!("wait={}", ms(e, p)));
+    }
+    if let (Some(p), Some(d)) = (t.endpoint, t.done) {
+        out.push(format!("after={}", ms(p, d)));
+    }
+    if t.done.is_some() {
+        out.push(format!(
+            "inference={}",
+            (t.inference_secs * 1000.0).round() as i64
+        ));
+        out.push(format!("audio={}", (t.audio_secs * 1000.0).round() as i64));
+    }
+    if let (Some(e), Some(f)) = (t.speech_end, t.first_partial) {
+        out.push(format!("partial={}", ms(e, f)));
+    }
+    out.join(" ")
 }
 
 impl Drop for WhisperSession {
@@ -1734,6 +1769,25 @@ mod tests {
         assert_eq!(AudioCtx::parse("512"), Ok(AudioCtx::Fixed(512)));
         assert!(AudioCtx::parse("5").is_err());
         assert!(AudioCtx::parse("big").is_err());
+    }
+
+    #[test]
+    fn timing_string_reports_the_split() {
+        assert_eq!(timing_string(&SpeechTiming::default()), "");
+        let e = Instant::now();
+        let t = SpeechTiming {
+            speech_end: Some(e),
+            endpoint: Some(e + Duration::from_millis(500)),
+            done: Some(e + Duration::from_millis(530)),
+            first_partial: Some(e + Duration::from_millis(400)),
+            audio_secs: 1.5,
+            inference_secs: 0.21,
+            ..Default::default()
+        };
+        assert_eq!(
+            timing_string(&t),
+            "wait=500 after=30 inference=210 audio=1500 partial=400"
+        );
     }
 
     #[test]
