@@ -203,6 +203,42 @@ exten => 100,1,SpeechCreate()
     }
 }
 
+/// A caller that stops sending RTP when it stops talking (silence suppression, or a UA whose
+/// file ended): SpeechBackground feeds the missing time to the engine as silence, so the
+/// endpoint fires after `endpoint_ms` instead of the engine's 15 s no-input timeout.
+#[test]
+fn endpoint_fires_when_the_caller_stops_sending_rtp() {
+    let Some(model) = setup() else { return };
+    let dialplan = r#"
+[default]
+exten => 100,1,SpeechCreate()
+ same => n,Answer()
+ same => n,SpeechBackground({DIR}/short,10)
+ same => n,System(echo "${SPEECH_TEXT(0)}|${SPEECH(results)}" > {DIR}/result.txt)
+ same => n,SpeechDestroy()
+ same => n,Hangup()
+"#;
+    let p = start_pbx(&model, dialplan);
+    let said = "please connect me to support";
+    let mut audio = silence(500);
+    audio.extend(speak(p.pbx.dir.path(), "clip", said));
+    // No trailing silence: the UA sends nothing once the clip has played.
+    let s = call(&p, "100", audio, Duration::from_secs(40));
+    assert_eq!(s.hangup, voxpbx::sip::ua::Hangup::Remote, "{s:?}");
+    let r = wait_file(&p.pbx.path("result.txt"), 5)
+        .unwrap_or_else(|| panic!("no result: {}", p.pbx.log()));
+    let (text, results) = r.trim().split_once('|').unwrap();
+    assert_eq!(results, "1", "one result, got '{r}'");
+    assert!(wer(said, text).wer() <= WER_BOUND, "recognised '{text}'");
+    // Functional bound, not a timing claim: without the silence fill the call would last
+    // until the 15 s no-input timeout.
+    assert!(
+        s.duration_ms < 14_000,
+        "call lasted {} ms: the endpoint never fired",
+        s.duration_ms
+    );
+}
+
 /// Barge-in as the caller hears it: the prompt's RTP goes quiet in the UA's recording within
 /// 300 ms of the speech onset in what the UA sent.
 #[test]

@@ -13,6 +13,7 @@ use crate::dialplan::pbx::{
 };
 use crate::dialplan::subst::split_args;
 use crate::events::{Event, EventClass};
+use crate::media::Frame;
 use crate::speech::{ResultsType, Speech, SpeechResult, SpeechState};
 use futures_util::future::BoxFuture;
 use std::time::{Duration, Instant};
@@ -342,6 +343,9 @@ pub enum BgEnd {
     Hangup,
 }
 
+/// A gap in the caller's media longer than this is fed to the engine as silence.
+const SILENCE_FILL_AFTER: Duration = Duration::from_millis(120);
+
 /// The SpeechBackground loop (B.4), shared with AGI `SPEECH RECOGNIZE`.
 /// `timeout_s`: None = no timeout; Some(0.0) = finish when the prompts end.
 /// Returns the end reason and the DTMF collected.
@@ -393,6 +397,10 @@ pub async fn background(
     let mut prompt_playing = false;
     let mut processing_started = false;
     let mut barge_reported = false;
+    // Where the engine's audio timeline stands. A caller that stops sending RTP (silence
+    // suppression, or a UA whose file ended) sends no frames at all; the engine still has to
+    // see that time pass as silence, or endpointing would wait for the no-input timeout.
+    let mut audio_until = Instant::now();
     let end = 'outer: loop {
         // Play the next prompt.
         if !quieted && !chan.generator_active() {
@@ -415,7 +423,7 @@ pub async fn background(
         };
         // Wake up on media (20 ms) or when the engine changes the speech state.
         let ev = tokio::select! {
-            ev = chan.read_timeout(Duration::from_millis(1000)) => Some(ev),
+            ev = chan.read_timeout(Duration::from_millis(100)) => Some(ev),
             _ = sp_shared.changed() => None,
         };
         if let Some(s) = started {
@@ -467,6 +475,16 @@ pub async fn background(
                     if let Some(ReadEvent::Voice(f)) = &ev {
                         if let Some(sp) = speech_mut(chan) {
                             sp.write(f);
+                        }
+                        audio_until = Instant::now();
+                    } else if audio_until.elapsed() >= SILENCE_FILL_AFTER {
+                        // No media for a while: feed the missing time as 20 ms silence frames.
+                        if let Some(sp) = speech_mut(chan) {
+                            let frame = Frame::silence(sp.format, 20);
+                            while audio_until.elapsed() >= Duration::from_millis(20) {
+                                sp.write(&frame);
+                                audio_until += Duration::from_millis(20);
+                            }
                         }
                     }
                 }

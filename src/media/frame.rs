@@ -109,6 +109,13 @@ impl Frame {
     pub fn duration_ms(&self) -> u32 {
         (self.samples() as u64 * 1000 / self.format.rate() as u64) as u32
     }
+    /// `ms` milliseconds of silence in `format` (the codec's silence code, zeros for slin).
+    pub fn silence(format: Format, ms: u32) -> Frame {
+        let mut b = bytes::BytesMut::new();
+        let samples = (format.rate() / 1000 * ms) as usize;
+        crate::media::translate::silence_into(format, samples, &mut b);
+        Frame::new(format, b.freeze())
+    }
     /// Build a slin frame from samples.
     pub fn from_slin(format: Format, samples: &[i16]) -> Frame {
         debug_assert!(format.is_slin());

@@ -129,7 +129,7 @@ pub fn encode_from_slin(format: Format, samples: &[i16]) -> Bytes {
 }
 
 /// Silence payload of `samples` samples in `format`.
-fn silence_into(format: Format, samples: usize, out: &mut BytesMut) {
+pub(crate) fn silence_into(format: Format, samples: usize, out: &mut BytesMut) {
     let (byte, len) = match format {
         Format::Ulaw => (g711::ULAW_SILENCE, samples),
         Format::Alaw => (g711::ALAW_SILENCE, samples),
