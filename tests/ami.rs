@@ -27,6 +27,9 @@ exten => 500,1,Answer()
  same => n,Set(FOO=async foo)
  same => n,AGI(agi:async,first,sec ond)
  same => n,UserEvent(AfterAsync,Status: ${AGISTATUS},Fromagi: ${FROMAGI})
+ same => n,Wait(1)
+ same => n,AGI(agi:async)
+ same => n,UserEvent(AfterAsync2,Queued: ${QUEUED})
  same => n,Hangup()
 
 exten => 300,hint,Local/300@default
@@ -782,6 +785,11 @@ fn asyncagi_over_ami_with_panoramisk() {
     let after = &v["after"];
     assert_eq!(get(after, "Status"), "SUCCESS", "{}", ctx("after"));
     assert_eq!(get(after, "Fromagi"), "x y");
+    // Action: AGI after the break was accepted (see the acks above), and the command ran once
+    // the channel entered AsyncAGI again, as in res_agi.c.
+    assert_eq!(result("queued"), "200 result=1");
+    assert_eq!(v["starts_on_chan"], 2, "{}", ctx("re-entry"));
+    assert_eq!(get(&v["after2"], "Queued"), "yes", "{}", ctx("after2"));
     // The AsyncAGI events are in the channel's sequence.
     let events = v["events"].as_array().unwrap();
     let mine = chan_events(events, chan);

@@ -12,7 +12,7 @@ use crate::dialplan::functions::core_funcs::{digit_timeout, response_timeout};
 use crate::dialplan::pbx::{self, AppDef, AppExec, AppResult};
 use crate::dialplan::subst::split_args;
 use crate::events::{Event, EventClass};
-use crate::interfaces::agi::asyncq::{AsyncCommand, AsyncQueue, ASYNC_DATASTORE};
+use crate::interfaces::agi::asyncq;
 use crate::interfaces::agi::codec::{async_env, async_result, is_failure_line, FASTAGI_PORT};
 use crate::interfaces::agi::db::astdb;
 use crate::interfaces::agi::reader::DEFAULT_MAX_LINE;
@@ -580,9 +580,10 @@ fn audio_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
 }
 
 async fn run_async(chan: &mut Channel, env: &AgiEnv) -> AgiStatus {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AsyncCommand>();
-    chan.datastores
-        .insert(ASYNC_DATASTORE, Box::new(tx as AsyncQueue));
+    let Some(mut rx) = asyncq::attach(chan) else {
+        tracing::warn!("{}: AsyncAGI already running on this channel", chan.name);
+        return AgiStatus::Failure;
+    };
     chan.publish(Event::new("AsyncAGIStart", EventClass::Agi).field("Env", async_env(env)));
     let mut status = AgiStatus::Success;
     loop {
@@ -613,7 +614,9 @@ async fn run_async(chan: &mut Channel, env: &AgiEnv) -> AgiStatus {
             }
         }
     }
-    chan.datastores.remove(ASYNC_DATASTORE);
+    // Keep the queue (res_agi.c keeps its datastore): commands added now run on the next
+    // AGI(agi:async) and are dropped with the channel.
+    asyncq::detach(chan, rx);
     chan.publish(Event::new("AsyncAGIEnd", EventClass::Agi));
     status
 }
