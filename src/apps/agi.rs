@@ -1211,14 +1211,23 @@ async fn record_file(chan: &mut Channel, argv: &[String]) -> String {
     reply
 }
 
+/// `SPEECH SET` reply: like `handle_speechset` in res_agi.c, `result=0` only when the channel has
+/// no speech object; the engine's own answer (`changed`) is ignored, so it is always `result=1`.
+fn speech_set_reply(changed: Option<bool>) -> String {
+    match changed {
+        Some(_) => r(1),
+        None => r(0),
+    }
+}
+
 async fn speech(chan: &mut Channel, name: &str, argv: &[String]) -> String {
     use super::speech as sp;
     match name {
         "SPEECH CREATE" => r(sp::create(chan, arg(argv, 2)).await.is_ok() as i64),
-        "SPEECH SET" => match sp::speech_mut(chan) {
-            Some(s) => r(s.session.change(arg(argv, 2), arg(argv, 3)).await.is_ok() as i64),
-            None => r(0),
-        },
+        "SPEECH SET" => speech_set_reply(match sp::speech_mut(chan) {
+            Some(s) => Some(s.session.change(arg(argv, 2), arg(argv, 3)).await.is_ok()),
+            None => None,
+        }),
         "SPEECH DESTROY" => {
             if sp::speech_mut(chan).is_none() {
                 return r(0);
@@ -1311,6 +1320,13 @@ mod tests {
             "200 result=-1 endpos=0\n"
         );
         assert_eq!(say_reply(StreamEnd::Digit('#')), "200 result=35\n");
+    }
+
+    #[test]
+    fn speech_set_ignores_engine_result() {
+        assert_eq!(speech_set_reply(Some(false)), "200 result=1\n");
+        assert_eq!(speech_set_reply(Some(true)), "200 result=1\n");
+        assert_eq!(speech_set_reply(None), "200 result=0\n");
     }
 
     #[test]
