@@ -1281,7 +1281,11 @@ async fn speech_recognize(chan: &mut Channel, argv: &[String]) -> String {
             }
             chan.start_generator(g);
         }
-        None => tracing::warn!("{}: SPEECH RECOGNIZE: sound '{}' not found", chan.name, prompt),
+        None => tracing::warn!(
+            "{}: SPEECH RECOGNIZE: sound '{}' not found",
+            chan.name,
+            prompt
+        ),
     }
     let mut current_offset: u64 = 0;
     let mut started: Option<Instant> = None;
@@ -1318,7 +1322,8 @@ async fn speech_recognize(chan: &mut Channel, argv: &[String]) -> String {
             SpeechState::Wait => {
                 if !chan.generator_active() {
                     let ps = sp::speech_mut(chan).and_then(|s| s.processing_sound.clone());
-                    if let Some(ps) = ps.filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("none"))
+                    if let Some(ps) =
+                        ps.filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("none"))
                     {
                         if let Some(g) = open_sound(chan, &ps) {
                             chan.start_generator(g);
@@ -1529,7 +1534,12 @@ mod tests {
     async fn speech_channel(
         quiet_after: usize,
         done_after: usize,
-    ) -> (tempfile::TempDir, Channel, String, tokio::task::JoinHandle<()>) {
+    ) -> (
+        tempfile::TempDir,
+        Channel,
+        String,
+        tokio::task::JoinHandle<()>,
+    ) {
         use crate::channel::{ChanMsg, TechLink};
         use crate::media::{Format, Frame};
         let dir = tempfile::tempdir().unwrap();
@@ -1567,7 +1577,9 @@ mod tests {
                 }
             }
         });
-        super::super::speech::create(&mut chan, "fake").await.unwrap();
+        super::super::speech::create(&mut chan, "fake")
+            .await
+            .unwrap();
         (dir, chan, prompt.display().to_string(), feeder)
     }
 
@@ -1579,8 +1591,8 @@ mod tests {
     async fn speech_recognize_reports_where_barge_in_stopped_the_prompt() {
         // Barge-in after 10 frames (~200 ms into the 2 s prompt), results after 15.
         let (_d, mut chan, prompt, feeder) = speech_channel(10, 15).await;
-        let line = speech_recognize(&mut chan, &argv(&format!("SPEECH RECOGNIZE {prompt} 5")))
-            .await;
+        let line =
+            speech_recognize(&mut chan, &argv(&format!("SPEECH RECOGNIZE {prompt} 5"))).await;
         let re = regex::Regex::new(
             r#"^200 result=1 \(speech\) endpos=(\d+) results=1 score0=900 text0="sales" grammar0=departments\n$"#,
         )
@@ -1607,8 +1619,8 @@ mod tests {
     async fn speech_recognize_without_barge_in_reports_endpos_zero() {
         // No barge-in, the engine never answers: timeout 1 s after the 2 s prompt ended.
         let (_d, mut chan, prompt, feeder) = speech_channel(usize::MAX, usize::MAX).await;
-        let line = speech_recognize(&mut chan, &argv(&format!("SPEECH RECOGNIZE {prompt} 1")))
-            .await;
+        let line =
+            speech_recognize(&mut chan, &argv(&format!("SPEECH RECOGNIZE {prompt} 1"))).await;
         assert_eq!(line, "200 result=1 (timeout) endpos=0\n");
         feeder.abort();
     }

@@ -228,7 +228,10 @@ mod tests {
         let c = core.clone();
         let task = tokio::spawn(async move { originate(&c, req(5000)).await });
         let link = far_link(&far).await;
-        link.tx.send(ChanMsg::Control(Control::Answer)).await.unwrap();
+        link.tx
+            .send(ChanMsg::Control(Control::Answer))
+            .await
+            .unwrap();
         let out = task.await.unwrap().expect("answered");
         assert_eq!(out.channel, "Far/alice-1");
         assert_eq!(
@@ -251,7 +254,10 @@ mod tests {
         assert_eq!(task.await.unwrap().unwrap_err().reason, 5);
         let ev = dial_events(&mut sub);
         assert_eq!(ev.len(), 2, "{ev:?}");
-        assert_eq!(ev[1], ("DialEnd".into(), "Far/alice-1".into(), "BUSY".into()));
+        assert_eq!(
+            ev[1],
+            ("DialEnd".into(), "Far/alice-1".into(), "BUSY".into())
+        );
 
         let err = originate(&core, req(50)).await.unwrap_err();
         assert_eq!(err.reason, 3);

@@ -104,8 +104,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (dirs, options) = crate::runtime::read_main_conf(dir.path()).unwrap();
         let core = crate::core::Core::new(dirs, options, crate::dialplan::Dialplan::default());
-        let (link, _peer) =
-            crate::channel::TechLink::pair("Test", crate::media::Format::Slin8);
+        let (link, _peer) = crate::channel::TechLink::pair("Test", crate::media::Format::Slin8);
         let mut chan = crate::channel::Channel::new(&core, "Test/q-1".into(), link);
         // Never in AsyncAGI: rejected, as res_agi.c does.
         assert!(!queue(&mut chan, cmd("0")));
