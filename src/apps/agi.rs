@@ -1611,7 +1611,7 @@ mod tests {
         .await;
         let c = re.captures(&line).unwrap_or_else(|| panic!("{line:?}"));
         let endpos2: u64 = c[1].parse().unwrap();
-        assert!(endpos2 >= 8800 && endpos2 < 16000, "{line}");
+        assert!((8800..16000).contains(&endpos2), "{line}");
         feeder.abort();
     }
 
