@@ -27,6 +27,9 @@ exten => 500,1,Answer()
  same => n,Set(FOO=async foo)
  same => n,AGI(agi:async,first,sec ond)
  same => n,UserEvent(AfterAsync,Status: ${AGISTATUS},Fromagi: ${FROMAGI})
+ same => n,Wait(1)
+ same => n,AGI(agi:async)
+ same => n,UserEvent(AfterAsync2,Queued: ${QUEUED})
  same => n,Hangup()
 
 exten => 300,hint,Local/300@default
@@ -38,7 +41,8 @@ fn manager_conf(port: u16) -> String {
     format!(
         "[general]\nenabled = yes\nport = {port}\nbindaddr = 127.0.0.1\n\n\
          [admin]\nsecret = s3cret\nread = all\nwrite = all\n\n\
-         [limited]\nsecret = lim\nread = call\nwrite = call,user\n"
+         [limited]\nsecret = lim\nread = call\nwrite = call,user\n\n\
+         [patient]\nsecret = s3cret\nread = all\nwrite = all\nwritetimeout = 30000\n"
     )
 }
 
@@ -782,6 +786,11 @@ fn asyncagi_over_ami_with_panoramisk() {
     let after = &v["after"];
     assert_eq!(get(after, "Status"), "SUCCESS", "{}", ctx("after"));
     assert_eq!(get(after, "Fromagi"), "x y");
+    // Action: AGI after the break was accepted (see the acks above), and the command ran once
+    // the channel entered AsyncAGI again, as in res_agi.c.
+    assert_eq!(result("queued"), "200 result=1");
+    assert_eq!(v["starts_on_chan"], 2, "{}", ctx("re-entry"));
+    assert_eq!(get(&v["after2"], "Queued"), "yes", "{}", ctx("after2"));
     // The AsyncAGI events are in the channel's sequence.
     let events = v["events"].as_array().unwrap();
     let mine = chan_events(events, chan);
@@ -812,7 +821,9 @@ fn asyncagi_over_ami_with_panoramisk() {
 }
 
 /// A client that stops reading never stalls the PBX: its queue overflows, the drops are
-/// counted, and once it reads again it gets `Event: EventsDropped` with the count.
+/// counted, and once it reads again it gets `Event: EventsDropped` with the count. It logs in
+/// as a user with `writetimeout = 30000`: with the default 100 ms (Asterisk's) it would be
+/// disconnected instead (see `default_writetimeout_disconnects_a_client_that_stops_reading`).
 #[test]
 fn slow_client_is_told_about_dropped_events() {
     let port = free_tcp_port();
@@ -830,7 +841,7 @@ fn slow_client_is_told_about_dropped_events() {
     let mut banner = String::new();
     slow.read_line(&mut banner).unwrap();
     (&slow_stream)
-        .write_all(b"Action: Login\r\nUsername: admin\r\nSecret: s3cret\r\nEvents: user\r\n\r\n")
+        .write_all(b"Action: Login\r\nUsername: patient\r\nSecret: s3cret\r\nEvents: user\r\n\r\n")
         .unwrap();
 
     // Another client raises 8000 UserEvents of ~1 KB: more than the kernel buffers plus the
@@ -902,4 +913,74 @@ fn slow_client_is_told_about_dropped_events() {
         stats.contains(&format!("Events dropped: {dropped}")),
         "{stats}"
     );
+}
+
+/// Asterisk's default `writetimeout` (100 ms): a client that stops reading while events pile
+/// up is disconnected (its own session only; the flooding client and the PBX carry on).
+#[test]
+fn default_writetimeout_disconnects_a_client_that_stops_reading() {
+    let port = free_tcp_port();
+    let pbx = start(port);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let slow_stream: TcpStream = sock.into();
+    slow_stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut slow = BufReader::new(slow_stream.try_clone().unwrap());
+    let mut banner = String::new();
+    slow.read_line(&mut banner).unwrap();
+    (&slow_stream)
+        .write_all(b"Action: Login\r\nUsername: admin\r\nSecret: s3cret\r\nEvents: user\r\n\r\n")
+        .unwrap();
+    const N: usize = 4000;
+    let mut ami = Ami::connect(port);
+    assert!(ami.login("admin", "s3cret", "f").contains("Success"));
+    let body = "x".repeat(1000);
+    let mut batch = String::new();
+    for i in 0..N {
+        batch.push_str(&format!(
+            "Action: UserEvent\r\nUserEvent: Flood\r\nN: {i}\r\nBody: {body}\r\n\r\n"
+        ));
+    }
+    let mut w = ami.w.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(batch.as_bytes()).unwrap());
+    let mut ok = 0;
+    while ok < N {
+        let m = ami.msg();
+        assert!(!m.is_empty(), "flooding client cut off after {ok} replies");
+        if m.starts_with("Response: Success") {
+            ok += 1;
+        }
+    }
+    writer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Reading now: what was buffered, then end of stream (not a read timeout).
+    let mut floods = 0;
+    let closed = loop {
+        let mut line = String::new();
+        match slow.read_line(&mut line) {
+            Ok(0) => break true,
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+            Ok(_) => {}
+        }
+        if line == "Event: UserEvent\r\n" {
+            floods += 1;
+        }
+    };
+    assert!(
+        closed,
+        "slow client not disconnected ({floods} events read)"
+    );
+    assert!(floods < N, "{floods}");
+    assert!(pbx
+        .rx("core show channels count")
+        .contains("active channel"));
 }

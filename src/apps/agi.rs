@@ -12,7 +12,7 @@ use crate::dialplan::functions::core_funcs::{digit_timeout, response_timeout};
 use crate::dialplan::pbx::{self, AppDef, AppExec, AppResult};
 use crate::dialplan::subst::split_args;
 use crate::events::{Event, EventClass};
-use crate::interfaces::agi::asyncq::{AsyncCommand, AsyncQueue, ASYNC_DATASTORE};
+use crate::interfaces::agi::asyncq;
 use crate::interfaces::agi::codec::{async_env, async_result, is_failure_line, FASTAGI_PORT};
 use crate::interfaces::agi::db::astdb;
 use crate::interfaces::agi::reader::DEFAULT_MAX_LINE;
@@ -580,9 +580,10 @@ fn audio_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
 }
 
 async fn run_async(chan: &mut Channel, env: &AgiEnv) -> AgiStatus {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<AsyncCommand>();
-    chan.datastores
-        .insert(ASYNC_DATASTORE, Box::new(tx as AsyncQueue));
+    let Some(mut rx) = asyncq::attach(chan) else {
+        tracing::warn!("{}: AsyncAGI already running on this channel", chan.name);
+        return AgiStatus::Failure;
+    };
     chan.publish(Event::new("AsyncAGIStart", EventClass::Agi).field("Env", async_env(env)));
     let mut status = AgiStatus::Success;
     loop {
@@ -613,7 +614,9 @@ async fn run_async(chan: &mut Channel, env: &AgiEnv) -> AgiStatus {
             }
         }
     }
-    chan.datastores.remove(ASYNC_DATASTORE);
+    // Keep the queue (res_agi.c keeps its datastore): commands added now run on the next
+    // AGI(agi:async) and are dropped with the channel.
+    asyncq::detach(chan, rx);
     chan.publish(Event::new("AsyncAGIEnd", EventClass::Agi));
     status
 }
@@ -1208,14 +1211,168 @@ async fn record_file(chan: &mut Channel, argv: &[String]) -> String {
     reply
 }
 
+/// Why `SPEECH RECOGNIZE` ended.
+#[derive(Debug, Clone, PartialEq)]
+enum RecognizeEnd {
+    Speech(Vec<crate::speech::engine::SpeechResult>),
+    Digit(char),
+    Timeout,
+    Hangup,
+}
+
+/// The `SPEECH RECOGNIZE` reply (res_agi.c `handle_speechrecognize`); `endpos` is the sample
+/// offset in the prompt where speech (barge-in) stopped it, 0 when it was not stopped so.
+fn recognize_reply(end: &RecognizeEnd, endpos: u64) -> String {
+    let endpos = endpos as i64;
+    match end {
+        RecognizeEnd::Speech(results) => {
+            let mut res = AgiResult::new(1)
+                .data("speech")
+                .endpos(endpos)
+                .kv("results", results.len().to_string());
+            for (i, x) in results.iter().enumerate() {
+                res = res
+                    .kv(format!("score{i}"), x.score.to_string())
+                    .kv(format!("text{i}"), format!("\"{}\"", x.text))
+                    .kv(format!("grammar{i}"), x.grammar.clone().unwrap_or_default());
+            }
+            res.line()
+        }
+        RecognizeEnd::Digit(d) => format!("200 result=1 (digit) digit={d} endpos={endpos}\n"),
+        RecognizeEnd::Timeout => AgiResult::new(1).data("timeout").endpos(endpos).line(),
+        RecognizeEnd::Hangup => AgiResult::new(1).data("hangup").endpos(endpos).line(),
+    }
+}
+
+/// `SPEECH RECOGNIZE <prompt> <timeout_s> [offset]`, the loop of res_agi.c: play the prompt
+/// (from `offset` samples), feed the caller's audio to the engine while it is READY, stop the
+/// prompt on barge-in (recording where it stopped for `endpos`), play the processing sound
+/// while it is in WAIT, and end on results, the first DTMF digit, hangup, or `timeout` seconds
+/// after the prompt ended (0: no timeout).
+async fn speech_recognize(chan: &mut Channel, argv: &[String]) -> String {
+    use super::speech as sp;
+    use crate::speech::engine::SpeechState;
+    let timeout = arg(argv, 3)
+        .parse::<f64>()
+        .ok()
+        .filter(|t| *t > 0.0)
+        .map(Duration::from_secs_f64);
+    let offset: u64 = arg(argv, 4).parse().unwrap_or(0);
+    let (shared, format) = {
+        let Some(s) = sp::speech_mut(chan) else {
+            return r(0);
+        };
+        let st = s.state();
+        if st == SpeechState::NotReady || st == SpeechState::Done {
+            s.shared.set_state(SpeechState::NotReady);
+            if let Err(e) = s.start() {
+                tracing::warn!("SPEECH RECOGNIZE: start failed: {}", e);
+            }
+        }
+        (s.shared.clone(), s.format)
+    };
+    chan.set_read_format(Some(format));
+    chan.stop_generator();
+    let prompt = arg(argv, 2);
+    match open_sound(chan, prompt) {
+        Some(mut g) => {
+            if offset > 0 {
+                g.skip_ms((offset / 8) as i64);
+            }
+            chan.start_generator(g);
+        }
+        None => tracing::warn!(
+            "{}: SPEECH RECOGNIZE: sound '{}' not found",
+            chan.name,
+            prompt
+        ),
+    }
+    let mut current_offset: u64 = 0;
+    let mut started: Option<Instant> = None;
+    let end = loop {
+        let ev = tokio::select! {
+            ev = chan.read_timeout(Duration::from_millis(1000)) => Some(ev),
+            _ = shared.changed() => None,
+        };
+        if let (Some(t), Some(s)) = (timeout, started) {
+            if s.elapsed() >= t {
+                break RecognizeEnd::Timeout;
+            }
+        }
+        let (quiet, state) = {
+            let mut g = shared.lock();
+            let q = std::mem::take(&mut g.quiet);
+            (q, g.state.0)
+        };
+        if quiet && chan.generator_active() {
+            // ast_tellstream() then ast_stopstream(): where the prompt stopped.
+            current_offset = chan.stop_generator();
+        }
+        match state {
+            SpeechState::Ready => {
+                if timeout.is_some() && started.is_none() && !chan.generator_active() {
+                    started = Some(Instant::now());
+                }
+                if let Some(ReadEvent::Voice(f)) = &ev {
+                    if let Some(s) = sp::speech_mut(chan) {
+                        s.write(f);
+                    }
+                }
+            }
+            SpeechState::Wait => {
+                if !chan.generator_active() {
+                    let ps = sp::speech_mut(chan).and_then(|s| s.processing_sound.clone());
+                    if let Some(ps) =
+                        ps.filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("none"))
+                    {
+                        if let Some(g) = open_sound(chan, &ps) {
+                            chan.start_generator(g);
+                        }
+                    }
+                }
+            }
+            SpeechState::Done => {
+                let results = match sp::speech_mut(chan) {
+                    Some(s) => {
+                        let r = s.results_get().await;
+                        s.shared.set_results(r.clone());
+                        s.shared.set_state(SpeechState::NotReady);
+                        r.unwrap_or_default()
+                    }
+                    None => Vec::new(),
+                };
+                break RecognizeEnd::Speech(results);
+            }
+            SpeechState::NotReady => {}
+        }
+        match ev {
+            Some(ReadEvent::Dtmf(d)) => break RecognizeEnd::Digit(d),
+            Some(ReadEvent::Hangup) | Some(ReadEvent::Interrupted) => break RecognizeEnd::Hangup,
+            _ => {}
+        }
+    };
+    chan.stop_generator();
+    chan.set_read_format(None);
+    recognize_reply(&end, current_offset)
+}
+
+/// `SPEECH SET` reply: like `handle_speechset` in res_agi.c, `result=0` only when the channel has
+/// no speech object; the engine's own answer (`changed`) is ignored, so it is always `result=1`.
+fn speech_set_reply(changed: Option<bool>) -> String {
+    match changed {
+        Some(_) => r(1),
+        None => r(0),
+    }
+}
+
 async fn speech(chan: &mut Channel, name: &str, argv: &[String]) -> String {
     use super::speech as sp;
     match name {
         "SPEECH CREATE" => r(sp::create(chan, arg(argv, 2)).await.is_ok() as i64),
-        "SPEECH SET" => match sp::speech_mut(chan) {
-            Some(s) => r(s.session.change(arg(argv, 2), arg(argv, 3)).await.is_ok() as i64),
-            None => r(0),
-        },
+        "SPEECH SET" => speech_set_reply(match sp::speech_mut(chan) {
+            Some(s) => Some(s.session.change(arg(argv, 2), arg(argv, 3)).await.is_ok()),
+            None => None,
+        }),
         "SPEECH DESTROY" => {
             if sp::speech_mut(chan).is_none() {
                 return r(0);
@@ -1247,37 +1404,7 @@ async fn speech(chan: &mut Channel, name: &str, argv: &[String]) -> String {
                 None => r(0),
             }
         }
-        "SPEECH RECOGNIZE" => {
-            if sp::speech_mut(chan).is_none() {
-                return r(0);
-            }
-            let timeout = arg(argv, 3).parse::<f64>().ok();
-            let sounds = vec![arg(argv, 2).to_string()];
-            let (end, dtmf) = sp::background(chan, &sounds, timeout, false).await;
-            if end == sp::BgEnd::Hangup {
-                return AgiResult::new(1).data("hangup").endpos(0).line();
-            }
-            if let Some(d) = dtmf.chars().next() {
-                return format!("200 result=1 (digit) digit={d} endpos=0\n");
-            }
-            let results = sp::speech_mut(chan)
-                .and_then(|s| s.shared.lock().results.clone())
-                .unwrap_or_default();
-            if results.is_empty() {
-                return AgiResult::new(1).data("timeout").endpos(0).line();
-            }
-            let mut res = AgiResult::new(1)
-                .data("speech")
-                .endpos(0)
-                .kv("results", results.len().to_string());
-            for (i, x) in results.iter().enumerate() {
-                res = res
-                    .kv(format!("score{i}"), x.score.to_string())
-                    .kv(format!("text{i}"), format!("\"{}\"", x.text))
-                    .kv(format!("grammar{i}"), x.grammar.clone().unwrap_or_default());
-            }
-            res.line()
-        }
+        "SPEECH RECOGNIZE" => speech_recognize(chan, argv).await,
         _ => crate::interfaces::agi::INVALID_COMMAND.to_string(),
     }
 }
@@ -1308,6 +1435,217 @@ mod tests {
             "200 result=-1 endpos=0\n"
         );
         assert_eq!(say_reply(StreamEnd::Digit('#')), "200 result=35\n");
+    }
+
+    mod fake_speech {
+        use crate::media::{Format, Frame};
+        use crate::speech::engine::{
+            Engine, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared,
+            SpeechState,
+        };
+        use futures_util::future::BoxFuture;
+        use std::sync::Arc;
+
+        /// Barges in after `quiet_after` frames of caller audio, answers after `done_after`.
+        pub struct Fake {
+            pub quiet_after: usize,
+            pub done_after: usize,
+        }
+        struct Sess {
+            shared: Arc<SpeechShared>,
+            frames: usize,
+            quiet_after: usize,
+            done_after: usize,
+        }
+        impl Engine for Fake {
+            fn name(&self) -> &str {
+                "fake"
+            }
+            fn formats(&self) -> Vec<Format> {
+                vec![Format::Slin8]
+            }
+            fn create(
+                &self,
+                _format: Format,
+                shared: Arc<SpeechShared>,
+            ) -> BoxFuture<'_, Result<Box<dyn EngineSession>, SpeechError>> {
+                let s: Box<dyn EngineSession> = Box::new(Sess {
+                    shared,
+                    frames: 0,
+                    quiet_after: self.quiet_after,
+                    done_after: self.done_after,
+                });
+                Box::pin(async move { Ok(s) })
+            }
+        }
+        impl EngineSession for Sess {
+            fn engine_name(&self) -> &str {
+                "fake"
+            }
+            fn start(&mut self) -> Result<(), SpeechError> {
+                self.frames = 0;
+                self.shared.set_state(SpeechState::Ready);
+                Ok(())
+            }
+            fn write(&mut self, _frame: &Frame) {
+                self.frames += 1;
+                if self.frames == self.quiet_after {
+                    self.shared.set_quiet(std::time::Instant::now());
+                }
+                if self.frames == self.done_after {
+                    self.shared.push_results(vec![SpeechResult {
+                        text: "sales".into(),
+                        score: 900,
+                        grammar: Some("departments".into()),
+                        nbest: 0,
+                    }]);
+                }
+            }
+            fn change<'a>(
+                &'a mut self,
+                _n: &'a str,
+                _v: &'a str,
+            ) -> BoxFuture<'a, Result<(), SpeechError>> {
+                Box::pin(async { Err(SpeechError::Engine("no settings".into())) })
+            }
+            fn get_setting<'a>(
+                &'a mut self,
+                _n: &'a str,
+            ) -> BoxFuture<'a, Result<String, SpeechError>> {
+                Box::pin(async { Err(SpeechError::Engine("no settings".into())) })
+            }
+            fn change_results_type(
+                &mut self,
+                _t: ResultsType,
+            ) -> BoxFuture<'_, Result<(), SpeechError>> {
+                Box::pin(async { Ok(()) })
+            }
+            fn get_results(&mut self) -> BoxFuture<'_, Option<Vec<SpeechResult>>> {
+                Box::pin(async { None })
+            }
+            fn destroy(&mut self) -> BoxFuture<'_, ()> {
+                Box::pin(async {})
+            }
+        }
+    }
+
+    /// A channel on a fake engine whose far end sends 20 ms of silence every 20 ms, and a
+    /// 2 s prompt file. Returns the channel, the prompt path (no extension) and the feeder.
+    async fn speech_channel(
+        quiet_after: usize,
+        done_after: usize,
+    ) -> (
+        tempfile::TempDir,
+        Channel,
+        String,
+        tokio::task::JoinHandle<()>,
+    ) {
+        use crate::channel::{ChanMsg, TechLink};
+        use crate::media::{Format, Frame};
+        let dir = tempfile::tempdir().unwrap();
+        let (dirs, options) = crate::runtime::read_main_conf(dir.path()).unwrap();
+        let core = crate::core::Core::new(dirs, options, crate::dialplan::Dialplan::default());
+        core.speech
+            .register(std::sync::Arc::new(fake_speech::Fake {
+                quiet_after,
+                done_after,
+            }))
+            .unwrap();
+        let prompt = dir.path().join("prompt");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(prompt.with_extension("wav"), spec).unwrap();
+        for i in 0..16000 {
+            w.write_sample(((i % 40) * 200 - 4000) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        let (mine, mut far) = TechLink::pair("Test", Format::Slin8);
+        let mut chan = Channel::new(&core, "Test/speech-1".into(), mine);
+        chan.set_state(ChannelState::Up);
+        let feeder = tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                iv.tick().await;
+                while far.rx.try_recv().is_ok() {}
+                let f = Frame::new(Format::Slin8, bytes::Bytes::from(vec![0u8; 320]));
+                if far.tx.send(ChanMsg::Frame(f)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        super::super::speech::create(&mut chan, "fake")
+            .await
+            .unwrap();
+        (dir, chan, prompt.display().to_string(), feeder)
+    }
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split(' ').map(String::from).collect()
+    }
+
+    #[tokio::test]
+    async fn speech_recognize_reports_where_barge_in_stopped_the_prompt() {
+        // Barge-in after 10 frames (~200 ms into the 2 s prompt), results after 15.
+        let (_d, mut chan, prompt, feeder) = speech_channel(10, 15).await;
+        let line =
+            speech_recognize(&mut chan, &argv(&format!("SPEECH RECOGNIZE {prompt} 5"))).await;
+        let re = regex::Regex::new(
+            r#"^200 result=1 \(speech\) endpos=(\d+) results=1 score0=900 text0="sales" grammar0=departments\n$"#,
+        )
+        .unwrap();
+        let c = re.captures(&line).unwrap_or_else(|| panic!("{line:?}"));
+        let endpos: u64 = c[1].parse().unwrap();
+        // Stopped part-way: after some audio, well before the end (16000 samples).
+        assert!((800..12000).contains(&endpos), "{line}");
+        assert!(!chan.generator_active());
+
+        // A start offset counts in endpos (ast_tellstream is absolute in the file).
+        let line = speech_recognize(
+            &mut chan,
+            &argv(&format!("SPEECH RECOGNIZE {prompt} 5 8000")),
+        )
+        .await;
+        let c = re.captures(&line).unwrap_or_else(|| panic!("{line:?}"));
+        let endpos2: u64 = c[1].parse().unwrap();
+        assert!((8800..16000).contains(&endpos2), "{line}");
+        feeder.abort();
+    }
+
+    #[tokio::test]
+    async fn speech_recognize_without_barge_in_reports_endpos_zero() {
+        // No barge-in, the engine never answers: timeout 1 s after the 2 s prompt ended.
+        let (_d, mut chan, prompt, feeder) = speech_channel(usize::MAX, usize::MAX).await;
+        let line =
+            speech_recognize(&mut chan, &argv(&format!("SPEECH RECOGNIZE {prompt} 1"))).await;
+        assert_eq!(line, "200 result=1 (timeout) endpos=0\n");
+        feeder.abort();
+    }
+
+    #[test]
+    fn recognize_replies() {
+        assert_eq!(
+            recognize_reply(&RecognizeEnd::Digit('5'), 1600),
+            "200 result=1 (digit) digit=5 endpos=1600\n"
+        );
+        assert_eq!(
+            recognize_reply(&RecognizeEnd::Hangup, 0),
+            "200 result=1 (hangup) endpos=0\n"
+        );
+        assert_eq!(
+            recognize_reply(&RecognizeEnd::Speech(Vec::new()), 320),
+            "200 result=1 (speech) endpos=320 results=0\n"
+        );
+    }
+
+    #[test]
+    fn speech_set_ignores_engine_result() {
+        assert_eq!(speech_set_reply(Some(false)), "200 result=1\n");
+        assert_eq!(speech_set_reply(Some(true)), "200 result=1\n");
+        assert_eq!(speech_set_reply(None), "200 result=0\n");
     }
 
     #[test]

@@ -3,7 +3,7 @@ CommandID, AsyncAGIStart / AsyncAGIExec / AsyncAGIEnd events.
 
 Usage: ami_asyncagi.py HOST PORT USER SECRET
 The dialplan's exten 500@default must Answer, Set(FOO=...), run AGI(agi:async,...), then raise
-UserEvent(AfterAsync,...). Prints one JSON object; the Rust test (tests/ami.rs) asserts on it.
+UserEvent(AfterAsync,...), Wait(1), run AGI(agi:async) again, then UserEvent(AfterAsync2,Queued: ...). Prints one JSON object; the Rust test (tests/ami.rs) asserts on it.
 
 panoramisk's send_agi_command() waits for an Asterisk 11 style `SubEvent: Exec`, so with
 Asterisk 12+ events it never completes; the AGI action is sent with as_list=False instead (the
@@ -114,6 +114,16 @@ async def main():
     out["end"] = await wait_for(lambda e: e.get("Event") == "AsyncAGIEnd" and e.get("Channel") == chan)
     out["after"] = await wait_for(lambda e: e.get("Event") == "UserEvent"
                                   and e.get("UserEvent") == "AfterAsync")
+
+    # After the break the channel keeps its queue (res_agi.c keeps the datastore): a command
+    # added while it is back in the dialplan is accepted and runs when it enters AsyncAGI again.
+    out["acks"]["queued"] = await agi(chan, "SET VARIABLE QUEUED yes", "queued")
+    out["exec"]["queued"] = await wait_for(exec_of("queued"))
+    out["starts_on_chan"] = len([e for e in events if e.get("Event") == "AsyncAGIStart"
+                                 and e.get("Channel") == chan])
+    out["acks"]["brk2"] = await agi(chan, "ASYNCAGI BREAK", "brk2")
+    out["after2"] = await wait_for(lambda e: e.get("Event") == "UserEvent"
+                                   and e.get("UserEvent") == "AfterAsync2")
 
     # A second call: hang the channel up while it waits in AsyncAGI -> AsyncAGIEnd, Hangup.
     n_start = len([e for e in events if e.get("Event") == "AsyncAGIStart"])

@@ -262,16 +262,25 @@ fn log_security(peer: SocketAddr, ev: &SecurityEvent) {
     }
 }
 
-/// Write `data` within `limit`; false when the client is gone or too slow.
-async fn write_all(
-    stream: &mut tokio::net::tcp::OwnedWriteHalf,
+/// Write all of `data`, giving up when the client accepts nothing for `idle` (manager.conf
+/// `writetimeout`, default 100 ms; Asterisk sets the same inactivity timeout on the session's
+/// stream for each write). A client that keeps reading, however slowly, is not cut off; one that
+/// stops reading is, after `idle`. Only this session's task waits here: the event bus hands
+/// events to the session's bounded queue with `try_send` and never blocks on a client.
+/// False when the client is gone or too slow.
+async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
     data: &[u8],
-    limit: Duration,
+    idle: Duration,
 ) -> bool {
-    matches!(
-        tokio::time::timeout(limit, stream.write_all(data)).await,
-        Ok(Ok(()))
-    )
+    let mut off = 0;
+    while off < data.len() {
+        match tokio::time::timeout(idle, stream.write(&data[off..])).await {
+            Ok(Ok(n)) if n > 0 => off += n,
+            _ => return false,
+        }
+    }
+    true
 }
 
 async fn serve_conn(ctx: AmiCtx, server: Arc<AmiServer>, stream: TcpStream, peer: SocketAddr) {
@@ -296,7 +305,7 @@ async fn serve_conn(ctx: AmiCtx, server: Arc<AmiServer>, stream: TcpStream, peer
     let mut shutdown = ctx.core.shutdown.subscribe();
     'conn: loop {
         // Flush what the session produced, coalescing consecutive sends into one write.
-        let limit = session.write_timeout().max(Duration::from_secs(5));
+        let limit = session.write_timeout();
         while let Some(out) = session.poll_output() {
             match out {
                 SessionOutput::Send(b) => {
@@ -529,6 +538,40 @@ pub fn show_settings(cfg: &ManagerConfig, bound: SocketAddr) -> String {
 mod tests {
     use super::*;
     use crate::events::ChannelSnapshot;
+
+    #[tokio::test]
+    async fn write_timeout_cuts_off_a_client_that_stops_reading() {
+        // 64-byte pipe: the writer blocks as soon as the reader stops reading.
+        let (mut w, _r) = tokio::io::duplex(64);
+        let t0 = Instant::now();
+        assert!(!write_all(&mut w, &[b'x'; 4096], Duration::from_millis(100)).await);
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn write_timeout_is_inactivity_not_total() {
+        // The reader takes 64 bytes every 30 ms: 1 KiB needs ~0.5 s in all, but no single wait
+        // reaches 100 ms, so the client is kept.
+        let (mut w, mut r) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let mut got = 0;
+            while got < 1024 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            got
+        });
+        let t0 = Instant::now();
+        assert!(write_all(&mut w, &[b'y'; 1024], Duration::from_millis(100)).await);
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        assert_eq!(reader.await.unwrap(), 1024);
+    }
 
     #[test]
     fn channel_event_layout() {
