@@ -1289,9 +1289,10 @@ async fn speech_recognize(chan: &mut Channel, argv: &[String]) -> String {
     }
     let mut current_offset: u64 = 0;
     let mut started: Option<Instant> = None;
+    let mut feed = sp::EngineFeed::new();
     let end = loop {
         let ev = tokio::select! {
-            ev = chan.read_timeout(Duration::from_millis(1000)) => Some(ev),
+            ev = chan.read_timeout(sp::FEED_READ_TIMEOUT) => Some(ev),
             _ = shared.changed() => None,
         };
         if let (Some(t), Some(s)) = (timeout, started) {
@@ -1313,11 +1314,7 @@ async fn speech_recognize(chan: &mut Channel, argv: &[String]) -> String {
                 if timeout.is_some() && started.is_none() && !chan.generator_active() {
                     started = Some(Instant::now());
                 }
-                if let Some(ReadEvent::Voice(f)) = &ev {
-                    if let Some(s) = sp::speech_mut(chan) {
-                        s.write(f);
-                    }
-                }
+                feed.feed(chan, ev.as_ref());
             }
             SpeechState::Wait => {
                 if !chan.generator_active() {

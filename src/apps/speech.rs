@@ -345,6 +345,40 @@ pub enum BgEnd {
 
 /// A gap in the caller's media longer than this is fed to the engine as silence.
 const SILENCE_FILL_AFTER: Duration = Duration::from_millis(120);
+/// How long a recognition loop waits for media before it looks at the gap.
+pub(crate) const FEED_READ_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Writes the caller's audio to the speech engine while it is READY (`ast_speech_write`).
+/// A caller that stops sending RTP (silence suppression, or a UA whose file ended) sends no
+/// frames at all; the engine still has to see that time pass, or endpointing would wait for
+/// the no-input timeout, so a gap is written as 20 ms silence frames.
+pub(crate) struct EngineFeed {
+    /// How far the engine's audio timeline has been fed, in wall-clock terms.
+    until: Instant,
+}
+
+impl EngineFeed {
+    pub(crate) fn new() -> EngineFeed {
+        EngineFeed {
+            until: Instant::now(),
+        }
+    }
+
+    /// Feed what the last read returned: the voice frame, or the silence since the last one.
+    pub(crate) fn feed(&mut self, chan: &mut Channel, ev: Option<&ReadEvent>) {
+        let Some(sp) = speech_mut(chan) else { return };
+        if let Some(ReadEvent::Voice(f)) = ev {
+            sp.write(f);
+            self.until = Instant::now();
+        } else if self.until.elapsed() >= SILENCE_FILL_AFTER {
+            let frame = Frame::silence(sp.format, 20);
+            while self.until.elapsed() >= Duration::from_millis(20) {
+                sp.write(&frame);
+                self.until += Duration::from_millis(20);
+            }
+        }
+    }
+}
 
 /// The SpeechBackground loop (B.4), shared with AGI `SPEECH RECOGNIZE`.
 /// `timeout_s`: None = no timeout; Some(0.0) = finish when the prompts end.
@@ -397,10 +431,7 @@ pub async fn background(
     let mut prompt_playing = false;
     let mut processing_started = false;
     let mut barge_reported = false;
-    // Where the engine's audio timeline stands. A caller that stops sending RTP (silence
-    // suppression, or a UA whose file ended) sends no frames at all; the engine still has to
-    // see that time pass as silence, or endpointing would wait for the no-input timeout.
-    let mut audio_until = Instant::now();
+    let mut feed = EngineFeed::new();
     let end = 'outer: loop {
         // Play the next prompt.
         if !quieted && !chan.generator_active() {
@@ -423,7 +454,7 @@ pub async fn background(
         };
         // Wake up on media (20 ms) or when the engine changes the speech state.
         let ev = tokio::select! {
-            ev = chan.read_timeout(Duration::from_millis(100)) => Some(ev),
+            ev = chan.read_timeout(FEED_READ_TIMEOUT) => Some(ev),
             _ = sp_shared.changed() => None,
         };
         if let Some(s) = started {
@@ -472,21 +503,7 @@ pub async fn background(
                     started = Some(Instant::now());
                 }
                 if dtmf.is_empty() {
-                    if let Some(ReadEvent::Voice(f)) = &ev {
-                        if let Some(sp) = speech_mut(chan) {
-                            sp.write(f);
-                        }
-                        audio_until = Instant::now();
-                    } else if audio_until.elapsed() >= SILENCE_FILL_AFTER {
-                        // No media for a while: feed the missing time as 20 ms silence frames.
-                        if let Some(sp) = speech_mut(chan) {
-                            let frame = Frame::silence(sp.format, 20);
-                            while audio_until.elapsed() >= Duration::from_millis(20) {
-                                sp.write(&frame);
-                                audio_until += Duration::from_millis(20);
-                            }
-                        }
-                    }
+                    feed.feed(chan, ev.as_ref());
                 }
             }
             SpeechState::Wait => {
