@@ -918,12 +918,10 @@ async fn transport_task(
                     tx: Some(t),
                     response,
                     ..
-                } if qual_tx.contains_key(&t) => {
-                    if response.status >= 200 {
-                        if let Some(key) = qual_tx.get(&t) {
-                            let ch = stack.qualifier.lock().on_response(Instant::now(), key);
-                            publish_contact_status(&core, ch);
-                        }
+                } if qual_tx.contains_key(&t) && response.status >= 200 => {
+                    if let Some(key) = qual_tx.get(&t) {
+                        let ch = stack.qualifier.lock().on_response(Instant::now(), key);
+                        publish_contact_status(&core, ch);
                     }
                 }
                 Event::Timeout { tx, .. } | Event::TransportError { tx }
