@@ -532,3 +532,111 @@ fn tcp_transport_call_keepalive_and_size_limit() {
         .run(pbx.dir.path());
     assert_ok(&r, &pbx);
 }
+
+const INFO_DIALPLAN: &str = "[from-sip]\n\
+exten => 700,1,Answer()\n same => n,Read(DIGITS,,3,,1,10)\n \
+same => n,System(echo ${DIGITS} > {DIR}/digits)\n same => n,Hangup()\n\
+exten => 710,1,Answer()\n same => n,Wait(1)\n same => n,SendDTMF(4)\n same => n,Wait(1)\n \
+same => n,Hangup()\n";
+
+const INFO_EP: &str = "[infoep]\ntype=endpoint\ncontext=from-sip\nallow=ulaw\ndtmf_mode=info\n\n";
+
+/// SIP INFO DTMF (`application/dtmf-relay` and `application/dtmf`) sent by SIPp with no
+/// telephone-event negotiated reaches Read(); every INFO gets 200.
+#[test]
+fn info_dtmf_reaches_read() {
+    need_sipp!();
+    let sip_port = free_udp_port();
+    let pbx = start_pbx(sip_port, INFO_EP, INFO_DIALPLAN);
+    let r = Sipp::uac(sip_port, "uac_info_dtmf.xml", "700").run(pbx.dir.path());
+    assert_ok(&r, &pbx);
+    let digits = std::fs::read_to_string(pbx.path("digits")).unwrap_or_default();
+    assert_eq!(digits.trim(), "12*", "{}", pbx.log());
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+}
+
+/// `dtmf_mode=info`: SendDTMF goes out as an INFO with an `application/dtmf-relay` body.
+#[test]
+fn info_dtmf_sent_outward() {
+    need_sipp!();
+    let sip_port = free_udp_port();
+    let pbx = start_pbx(sip_port, INFO_EP, INFO_DIALPLAN);
+    let r = Sipp::uac(sip_port, "uac_recv_info_dtmf.xml", "710").run(pbx.dir.path());
+    assert_ok(&r, &pbx);
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+}
+
+/// `qualify_frequency`: voxpbx sends OPTIONS to a static contact; SIPp answers one
+/// (Reachable, with an RTT, in `pjsip show contacts` and a ContactStatus change), then
+/// exits: the next OPTIONS goes unanswered (Unreachable after `qualify_timeout`).
+#[test]
+fn qualify_contact_reachable_then_unreachable() {
+    need_sipp!();
+    let sip_port = free_udp_port();
+    let uas_port = free_udp_port();
+    let extra = format!(
+        "[qual]\ntype=endpoint\ncontext=from-sip\nallow=ulaw\naors=qual\n\n\
+         [qual]\ntype=aor\ncontact=sip:sipp@127.0.0.1:{uas_port}\nqualify_frequency=1\n\
+         qualify_timeout=1.0\n\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let uas = Sipp::uas("uas_options.xml", uas_port).spawn(dir.path());
+    let pbx = start_pbx(sip_port, &extra, DIALPLAN);
+    let r = wait_child(uas, dir.path());
+    assert!(
+        r.0.is_some_and(|s| s.success()),
+        "sipp: {:?} {}\n{}",
+        r.0,
+        r.1,
+        pbx.log()
+    );
+    assert!(
+        pbx.wait_log(
+            &format!("Contact qual/sip:sipp@127.0.0.1:{uas_port} is now Reachable"),
+            5
+        ),
+        "{}",
+        pbx.log()
+    );
+    let contacts = pbx.rx("pjsip show contacts");
+    let line = contacts
+        .lines()
+        .find(|l| l.contains(&format!("qual/sip:sipp@127.0.0.1:{uas_port}")))
+        .unwrap_or_else(|| panic!("{contacts}"));
+    let rtt: f64 = line.split_whitespace().last().unwrap().parse().expect(line);
+    assert!(
+        line.contains(" Avail ") && (0.0..1000.0).contains(&rtt),
+        "{line}"
+    );
+    assert!(
+        pbx.wait_log(
+            &format!("Contact qual/sip:sipp@127.0.0.1:{uas_port} is now Unreachable"),
+            8
+        ),
+        "{}",
+        pbx.log()
+    );
+    let contacts = pbx.rx("pjsip show contacts");
+    assert!(contacts.contains(" Unavail "), "{contacts}");
+}
+
+/// `external_media_address` on the transport: the SDP answer's `c=` carries it, while
+/// Via/Contact keep the bound address (no `external_signaling_address`).
+#[test]
+fn external_media_address_in_sdp() {
+    need_sipp!();
+    let sip_port = free_udp_port();
+    let conf = pjsip_conf(sip_port, "").replacen(
+        &format!("bind=127.0.0.1:{sip_port}\n"),
+        &format!("bind=127.0.0.1:{sip_port}\nexternal_media_address=192.0.2.10\n"),
+        1,
+    );
+    let pbx = TestPbx::start(&[
+        ("extensions.conf", DIALPLAN),
+        ("pjsip.conf", &conf),
+        ("rtp.conf", &rtp_conf()),
+    ]);
+    let r = Sipp::uac(sip_port, "uac_external_media.xml", "100").run(pbx.dir.path());
+    assert_ok(&r, &pbx);
+    assert!(pbx.wait_no_channels(10), "{}", pbx.log());
+}

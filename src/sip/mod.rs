@@ -21,9 +21,11 @@
 
 pub mod auth;
 pub mod dialog;
+pub mod info;
 pub mod message;
 pub mod outreg;
 pub mod parse;
+pub mod qualify;
 pub mod registrar;
 pub mod sdp;
 pub mod stack;

@@ -6,6 +6,7 @@
 use super::auth::{Algorithm, DigestServer, Verdict};
 use super::message::{Host, Method, NameAddr, Request, Response, SipUri, Transport, Uri, Via};
 use super::outreg::{RegState, RegistrationCfg, RegistrationClient};
+use super::qualify::{ContactKey, Qualifier, QualifyTarget, StatusChange};
 use super::registrar::{AorPolicy, Registrar};
 use super::sdp::{self, Codec, Direction, Sdp};
 use super::transaction::{Event, TimerConfig, TransactionLayer, TxId};
@@ -32,6 +33,25 @@ pub struct TransportCfg {
     pub bind: SocketAddr,
     /// `protocol`: udp or tcp.
     pub protocol: Transport,
+    /// `external_signaling_address` (+ `external_signaling_port`, default the bound
+    /// port): the address put in our Via and Contact headers.
+    pub external_signaling: Option<(IpAddr, Option<u16>)>,
+    /// `external_media_address`: the address put in our SDP (`c=`, `o=`).
+    pub external_media: Option<IpAddr>,
+}
+
+impl TransportCfg {
+    /// The host and port to advertise in Via/Contact for a transport bound at `local`.
+    pub fn signaling_addr(&self, local: SocketAddr) -> (IpAddr, u16) {
+        match self.external_signaling {
+            Some((ip, port)) => (ip, port.unwrap_or(local.port())),
+            None => (SipStack::local_ip(local), local.port()),
+        }
+    }
+    /// The address to advertise in SDP for media bound on `local_ip`.
+    pub fn media_ip(&self, local_ip: IpAddr) -> IpAddr {
+        self.external_media.unwrap_or(local_ip)
+    }
 }
 
 /// A `type=endpoint` section.
@@ -48,6 +68,12 @@ pub struct EndpointCfg {
     pub rtp_symmetric: bool,
     /// `rtp_timeout` (seconds): hang up an answered call after this long without RTP (0 = off).
     pub rtp_timeout: Duration,
+    /// `force_rport` (default yes): answer to the source port even without `;rport`.
+    pub force_rport: bool,
+    /// `rewrite_contact` (default no): send to the address requests came from (the
+    /// REGISTER's source for calls to a registered contact, the INVITE's source for
+    /// in-dialog requests), not to the Contact URI.
+    pub rewrite_contact: bool,
 }
 
 /// A `type=auth` section (userpass).
@@ -72,6 +98,10 @@ pub struct AorCfg {
     pub contacts: Vec<String>,
     /// max_contacts, remove_existing, default/minimum/maximum_expiration.
     pub policy: AorPolicy,
+    /// `qualify_frequency` (s, 0: off): OPTIONS to every contact this often.
+    pub qualify_frequency: u64,
+    /// `qualify_timeout` (s, default 3.0): no answer within it: Unreachable.
+    pub qualify_timeout: Duration,
 }
 
 /// A `type=identify` section: `match` as (network, prefix length).
@@ -187,10 +217,27 @@ impl PjsipConfig {
                         .map_err(|_| {
                             ConfigError::new(&s.file, s.line, format!("bad bind address '{b}'"))
                         })?;
+                    let ip_opt = |key: &str| -> Result<Option<IpAddr>, ConfigError> {
+                        match s.get(key).map(str::trim).filter(|v| !v.is_empty()) {
+                            None => Ok(None),
+                            Some(v) => v.parse::<IpAddr>().map(Some).map_err(|_| {
+                                ConfigError::new(
+                                    &s.file,
+                                    s.line,
+                                    format!("{key} '{v}': an IP address is required"),
+                                )
+                            }),
+                        }
+                    };
+                    let ext_port: Option<u16> =
+                        s.get_parse("external_signaling_port")?.filter(|p| *p != 0);
                     cfg.transports.push(TransportCfg {
                         name: s.name.clone(),
                         bind,
                         protocol,
+                        external_signaling: ip_opt("external_signaling_address")?
+                            .map(|ip| (ip, ext_port)),
+                        external_media: ip_opt("external_media_address")?,
                     });
                 }
                 "endpoint" => {
@@ -221,6 +268,8 @@ impl PjsipConfig {
                         dtmf_mode: s.get("dtmf_mode").unwrap_or("rfc4733").to_string(),
                         rtp_symmetric: s.get_bool("rtp_symmetric").unwrap_or(false),
                         rtp_timeout: Duration::from_secs(s.get_parse("rtp_timeout")?.unwrap_or(0)),
+                        force_rport: s.get_bool("force_rport").unwrap_or(true),
+                        rewrite_contact: s.get_bool("rewrite_contact").unwrap_or(false),
                     });
                 }
                 "auth" => cfg.auths.push(AuthCfg {
@@ -274,6 +323,14 @@ impl PjsipConfig {
                         default_expiration: s.get_parse("default_expiration")?.unwrap_or(3600),
                         minimum_expiration: s.get_parse("minimum_expiration")?.unwrap_or(60),
                         maximum_expiration: s.get_parse("maximum_expiration")?.unwrap_or(7200),
+                    },
+                    qualify_frequency: s.get_parse("qualify_frequency")?.unwrap_or(0),
+                    qualify_timeout: {
+                        let t: f64 = s.get_parse("qualify_timeout")?.unwrap_or(3.0);
+                        if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
+                            return Err(ConfigError::new(&s.file, s.line, "bad qualify_timeout"));
+                        }
+                        Duration::from_secs_f64(t)
                     },
                 }),
                 "identify" => {
@@ -403,6 +460,8 @@ pub struct SipStack {
     pub registrar: Mutex<Registrar>,
     /// Outbound registrations, refreshed by the transport task.
     pub registrations: Mutex<Vec<RegStatus>>,
+    /// Contact qualification (`qualify_frequency`), driven by the first transport task.
+    pub qualifier: Mutex<Qualifier>,
     /// Key of the stateless digest nonces (random per process).
     nonce_secret: [u8; 32],
     /// Active PJSIP channels: name -> (endpoint, remote RTP).
@@ -419,6 +478,23 @@ impl SipStack {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
             bind.ip()
+        }
+    }
+
+    /// The configured transport bound at `local` (the first one on that port).
+    pub fn transport_for(&self, local: SocketAddr) -> Option<&TransportCfg> {
+        let ts = &self.config.transports;
+        ts.iter()
+            .find(|t| t.bind == local)
+            .or_else(|| ts.iter().find(|t| t.bind.port() == local.port()))
+    }
+
+    /// (Via/Contact address, SDP address) to advertise for a transport bound at `local`.
+    fn advertised(&self, local: SocketAddr) -> ((IpAddr, u16), IpAddr) {
+        let ip = SipStack::local_ip(local);
+        match self.transport_for(local) {
+            Some(t) => (t.signaling_addr(local), t.media_ip(ip)),
+            None => ((ip, local.port()), ip),
         }
     }
 
@@ -454,6 +530,7 @@ pub async fn start(core: Arc<Core>) -> anyhow::Result<()> {
         config,
         registrar: Mutex::new(Registrar::new()),
         registrations: Mutex::new(Vec::new()),
+        qualifier: Mutex::new(Qualifier::new()),
         nonce_secret: rand::random(),
         calls: Mutex::new(HashMap::new()),
         local: Mutex::new(None),
@@ -699,8 +776,21 @@ async fn transport_task(
         Vec::new()
     };
     let mut reg_tx: HashMap<TxId, usize> = HashMap::new();
+    // Qualify runs on the first transport only, when some aor asks for it.
+    let qualify = first && stack.config.aors.iter().any(|a| a.qualify_frequency > 0);
+    let mut qual_tx: HashMap<TxId, ContactKey> = HashMap::new();
     loop {
         drive_registrations(&stack, &mut layer, &mut regs, &mut reg_tx, Instant::now());
+        if qualify {
+            drive_qualify(
+                &core,
+                &stack,
+                &mut layer,
+                &mut qual_tx,
+                local,
+                Instant::now(),
+            );
+        }
         while let Some(t) = layer.poll_transmit() {
             if !io.send(&t.data, t.dest).await {
                 if let Some(tx) = t.tx {
@@ -710,7 +800,14 @@ async fn transport_task(
         }
         let deadline = match (
             layer.poll_timeout(),
-            regs.iter().filter_map(|r| r.poll_timeout()).min(),
+            regs.iter()
+                .filter_map(|r| r.poll_timeout())
+                .chain(
+                    qualify
+                        .then(|| stack.qualifier.lock().poll_timeout())
+                        .flatten(),
+                )
+                .min(),
         ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -817,6 +914,24 @@ async fn transport_task(
                         }
                     }
                 }
+                Event::Response {
+                    tx: Some(t),
+                    response,
+                    ..
+                } if qual_tx.contains_key(&t) && response.status >= 200 => {
+                    if let Some(key) = qual_tx.get(&t) {
+                        let ch = stack.qualifier.lock().on_response(Instant::now(), key);
+                        publish_contact_status(&core, ch);
+                    }
+                }
+                Event::Timeout { tx, .. } | Event::TransportError { tx }
+                    if qual_tx.contains_key(&tx) =>
+                {
+                    if let Some(key) = qual_tx.get(&tx) {
+                        let ch = stack.qualifier.lock().on_failure(key);
+                        publish_contact_status(&core, ch);
+                    }
+                }
                 Event::Timeout { tx, .. } | Event::TransportError { tx }
                     if reg_tx.contains_key(&tx) =>
                 {
@@ -840,6 +955,7 @@ async fn transport_task(
                 Event::Terminated { tx } => {
                     tx_call.remove(&tx);
                     reg_tx.remove(&tx);
+                    qual_tx.remove(&tx);
                 }
                 _ => {}
             }
@@ -913,6 +1029,133 @@ fn drive_registrations(
     *stack.registrations.lock() = snapshot;
 }
 
+/// The contacts to qualify: static `contact=` URIs and registered bindings (sent to
+/// where the REGISTER came from) of every aor with `qualify_frequency`.
+fn qualify_targets(stack: &SipStack, now: Instant) -> Vec<QualifyTarget> {
+    let mut out = Vec::new();
+    let reg = stack.registrar.lock();
+    for a in stack.config.aors.iter().filter(|a| a.qualify_frequency > 0) {
+        let endpoint = stack
+            .config
+            .endpoints
+            .iter()
+            .find(|e| e.aors.iter().any(|n| n == &a.name))
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        let mk = |uri: String, dest: SocketAddr| QualifyTarget {
+            aor: a.name.clone(),
+            endpoint: endpoint.clone(),
+            uri,
+            dest,
+            frequency: Duration::from_secs(a.qualify_frequency),
+            timeout: a.qualify_timeout,
+        };
+        for c in &a.contacts {
+            let dest = c
+                .parse::<Uri>()
+                .ok()
+                .and_then(|u| u.as_sip().and_then(|u| u.socket_addr()));
+            if let Some(dest) = dest {
+                out.push(mk(c.clone(), dest));
+            }
+        }
+        for b in reg.contacts(now, &a.name) {
+            out.push(mk(b.uri.clone(), b.source));
+        }
+    }
+    out
+}
+
+/// Time out, then send due qualify OPTIONS; publish reachability changes.
+fn drive_qualify(
+    core: &Core,
+    stack: &SipStack,
+    layer: &mut TransactionLayer,
+    qual_tx: &mut HashMap<TxId, ContactKey>,
+    local: SocketAddr,
+    now: Instant,
+) {
+    let targets = qualify_targets(stack, now);
+    let mut q = stack.qualifier.lock();
+    q.sync(now, targets);
+    for ch in q.handle_timeout(now) {
+        publish_contact_status(core, Some(ch));
+    }
+    // A timed-out OPTIONS transaction is no longer ours to report.
+    qual_tx.retain(|_, k| q.get(&k.0, &k.1).is_some_and(|c| c.is_pending()));
+    while let Some((key, t)) = q.poll_due(now) {
+        let req = options_request(&t, stack.advertised(local).0);
+        match req.and_then(|r| layer.send_request(now, t.dest, Transport::Udp, r).ok()) {
+            Some(id) => {
+                qual_tx.insert(id, key);
+            }
+            None => {
+                let ch = q.on_failure(&key);
+                publish_contact_status(core, ch);
+            }
+        }
+    }
+}
+
+/// An out-of-dialog OPTIONS to a contact.
+fn options_request(t: &QualifyTarget, (ip, port): (IpAddr, u16)) -> Option<Request> {
+    let uri: Uri = t.uri.parse().ok()?;
+    let host = if ip.is_ipv6() {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    };
+    let mut req = Request::new(Method::Options, uri);
+    let via = Via::new(
+        Transport::Udp,
+        Host::Ip(ip),
+        Some(port),
+        &super::new_branch(),
+    );
+    req.headers.push(HeaderName::VIA, via.to_string());
+    req.headers.push(HeaderName::MAX_FORWARDS, "70");
+    req.headers.push(
+        HeaderName::FROM,
+        format!("<sip:voxpbx@{host}>;tag={}", super::new_tag()),
+    );
+    req.headers.push(HeaderName::TO, format!("<{}>", t.uri));
+    req.headers.push(
+        HeaderName::CALL_ID,
+        super::new_call_id(Some(&ip.to_string())),
+    );
+    req.headers.push(HeaderName::CSEQ, "1 OPTIONS");
+    req.headers
+        .push(HeaderName::CONTACT, format!("<sip:voxpbx@{host}>"));
+    req.headers.push(
+        HeaderName::ALLOW,
+        "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO",
+    );
+    Some(req)
+}
+
+/// Publish a `ContactStatus` event (Asterisk's field names) for a reachability change.
+fn publish_contact_status(core: &Core, ch: Option<StatusChange>) {
+    let Some(ch) = ch else { return };
+    tracing::info!(
+        "Contact {}/{} is now {}",
+        ch.aor,
+        ch.uri,
+        ch.status.as_str()
+    );
+    let rtt = ch
+        .rtt
+        .map(|r| r.as_micros().to_string())
+        .unwrap_or_else(|| "0".into());
+    core.bus.publish(
+        crate::events::Event::new("ContactStatus", crate::events::EventClass::System)
+            .field("URI", ch.uri)
+            .field("ContactStatus", ch.status.as_str())
+            .field("AOR", ch.aor)
+            .field("EndpointName", ch.endpoint)
+            .field("RoundtripUsec", rtt),
+    );
+}
+
 /// Best effort 400 for a request that failed to parse (needs the Via etc. to be readable).
 fn reply_400(layer: &mut TransactionLayer, src: SocketAddr, proto: Transport, data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -964,7 +1207,7 @@ fn handle_new_request(
             let mut r = Response::from_request(&req, 200).with_to_tag(&super::new_tag());
             r.headers.push(
                 HeaderName::ALLOW,
-                "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER",
+                "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO",
             );
             let _ = layer.send_response(Instant::now(), tx, r);
         }
@@ -1172,7 +1415,8 @@ async fn inbound_call(
         Err(_) => return fail(503),
     };
     let rtp_port = rtp_sock.local_addr().map(|a| a.port()).unwrap_or(0);
-    let Ok(answer) = sdp::answer(&offer, &ep.allow, ip, rtp_port, Direction::SendRecv) else {
+    let (sig, media_ip) = stack.advertised(local);
+    let Ok(answer) = sdp::answer(&offer, &ep.allow, media_ip, rtp_port, Direction::SendRecv) else {
         return fail(488);
     };
     let Some(audio) = answer.audio() else {
@@ -1199,8 +1443,8 @@ async fn inbound_call(
     let local_tag = super::new_tag();
     let mut contact_uri = SipUri::new(
         invite.uri.as_sip().and_then(|u| u.user.as_deref()),
-        Host::Ip(ip),
-        Some(local.port()),
+        Host::Ip(sig.0),
+        Some(sig.1),
     );
     if transport == Transport::Tcp {
         super::message::set_param(&mut contact_uri.params, "transport", Some("tcp".into()));
@@ -1250,12 +1494,15 @@ async fn inbound_call(
         local_sdp: Some(answer.clone()),
         sdp_body,
         remote_sip: source,
-        local,
         transport,
         allow: ep.allow.clone(),
         rtp_port,
         sending: true,
         held: false,
+        dtmf_info: super::info::sends_info(&ep.dtmf_mode, audio.telephone_event.is_some()),
+        sig,
+        media_ip,
+        rewrite_contact: ep.rewrite_contact,
     };
     d.run(&mut dialog, &mut rtp, rtp_sock, mine, &mut inbox)
         .await;
@@ -1270,7 +1517,6 @@ struct Driver {
     answered: bool,
     sdp_body: Vec<u8>,
     remote_sip: SocketAddr,
-    local: SocketAddr,
     /// The transport of the dialog (TCP: requests go back over the INVITE's connection).
     transport: Transport,
     /// Our current SDP (its origin is kept, and its version bumped, in later answers).
@@ -1280,6 +1526,14 @@ struct Driver {
     /// False while the peer holds us with sendonly/inactive: our frames are dropped.
     sending: bool,
     held: bool,
+    /// DTMF goes out as SIP INFO (`dtmf_mode=info`, or `auto` without telephone-event).
+    dtmf_info: bool,
+    /// Our Via/Contact address (`external_signaling_address` or the bound one).
+    sig: (IpAddr, u16),
+    /// Our SDP address (`external_media_address` or the bound one).
+    media_ip: IpAddr,
+    /// In-dialog requests go to where the peer's requests came from.
+    rewrite_contact: bool,
 }
 
 impl Driver {
@@ -1295,19 +1549,35 @@ impl Driver {
     fn send_bye(&self, dialog: &mut super::Dialog) {
         let via = Via::new(
             self.transport,
-            Host::Ip(SipStack::local_ip(self.local)),
-            Some(self.local.port()),
+            Host::Ip(self.sig.0),
+            Some(self.sig.1),
             &super::new_branch(),
         );
         let req = dialog.create_request(Method::Bye, via);
         let _ = self.cmd.send(StackCmd::Request(self.next_hop(dialog), req));
     }
 
+    /// Send a digit outward as SIP INFO (`application/dtmf-relay`).
+    fn send_info_dtmf(&self, dialog: &mut super::Dialog, digit: char, duration_ms: u32) {
+        let via = Via::new(
+            self.transport,
+            Host::Ip(self.sig.0),
+            Some(self.sig.1),
+            &super::new_branch(),
+        );
+        let mut req = dialog.create_request(Method::Info, via);
+        req.set_body(
+            Some("application/dtmf-relay"),
+            super::info::dtmf_relay_body(digit, duration_ms).into_bytes(),
+        );
+        let _ = self.cmd.send(StackCmd::Request(self.next_hop(dialog), req));
+    }
+
     fn send_ack(&self, dialog: &super::Dialog) {
         let via = Via::new(
             self.transport,
-            Host::Ip(SipStack::local_ip(self.local)),
-            Some(self.local.port()),
+            Host::Ip(self.sig.0),
+            Some(self.sig.1),
             &super::new_branch(),
         );
         let req = dialog.create_ack(via);
@@ -1315,7 +1585,7 @@ impl Driver {
     }
 
     fn next_hop(&self, dialog: &super::Dialog) -> SocketAddr {
-        if self.transport.is_reliable() {
+        if self.transport.is_reliable() || self.rewrite_contact {
             return self.remote_sip;
         }
         match dialog.next_hop() {
@@ -1342,13 +1612,16 @@ impl Driver {
             r.set_body(Some("application/sdp"), self.sdp_body.clone());
             return r;
         }
-        let ip = SipStack::local_ip(self.local);
         let Ok(offer) = Sdp::parse(&req.body) else {
             return dialog.create_response(req, 488);
         };
-        let Ok(mut answer) =
-            sdp::answer(&offer, &self.allow, ip, self.rtp_port, Direction::SendRecv)
-        else {
+        let Ok(mut answer) = sdp::answer(
+            &offer,
+            &self.allow,
+            self.media_ip,
+            self.rtp_port,
+            Direction::SendRecv,
+        ) else {
             return dialog.create_response(req, 488);
         };
         if let Some(prev) = &self.local_sdp {
@@ -1431,6 +1704,9 @@ impl Driver {
                             if let Some(t) = rtp.send_frame(now, &f) { let _ = sock.send_to(&t.data, t.dest).await; }
                         }
                         Some(ChanMsg::DtmfBegin(_)) | Some(ChanMsg::Frame(_)) => {}
+                        Some(ChanMsg::DtmfEnd(d, ms)) if self.dtmf_info => {
+                            if self.answered { self.send_info_dtmf(dialog, d, ms.max(100)); }
+                        }
                         Some(ChanMsg::DtmfEnd(d, ms)) => {
                             if let Ok(Some(t)) = rtp.send_dtmf(now, d, ms.max(100)) { let _ = sock.send_to(&t.data, t.dest).await; }
                         }
@@ -1466,6 +1742,21 @@ impl Driver {
                                 Method::Invite => {
                                     if let Some(tx) = tx {
                                         let r = self.reinvite(dialog, rtp, &link, &req);
+                                        let _ = self.cmd.send(StackCmd::Respond(tx, r));
+                                    }
+                                }
+                                Method::Info => {
+                                    let dtmf = super::info::parse_dtmf_info(req.headers.content_type(), &req.body);
+                                    if let Some((digit, ms)) = dtmf {
+                                        let _ = link.tx.try_send(ChanMsg::DtmfBegin(digit));
+                                        let _ = link.tx.try_send(ChanMsg::DtmfEnd(digit, ms));
+                                    }
+                                    if let Some(tx) = tx {
+                                        // A DTMF body we cannot read: 400;
+                                        // other INFO packages (or an empty keepalive INFO): 200.
+                                        let ct = req.headers.content_type().unwrap_or("").to_ascii_lowercase();
+                                        let status = if dtmf.is_none() && ct.starts_with("application/dtmf") { 400 } else { 200 };
+                                        let r = dialog.create_response(&req, status);
                                         let _ = self.cmd.send(StackCmd::Respond(tx, r));
                                     }
                                 }
@@ -1522,6 +1813,8 @@ impl crate::core::Technology for PjsipTech {
             .endpoint(ep_name)
             .cloned()
             .ok_or_else(|| format!("no PJSIP endpoint '{ep_name}'"))?;
+        // rewrite_contact: a registered contact is reached where its REGISTER came from.
+        let mut via_source = None;
         let target = match uri {
             Some(u) => u,
             None => {
@@ -1529,7 +1822,12 @@ impl crate::core::Technology for PjsipTech {
                 let reg = stack.registrar.lock();
                 ep.aors
                     .iter()
-                    .find_map(|a| reg.contacts(now, a).last().map(|c| c.uri.clone()))
+                    .find_map(|a| {
+                        reg.contacts(now, a).last().map(|c| {
+                            via_source = Some(c.source);
+                            c.uri.clone()
+                        })
+                    })
                     .or_else(|| {
                         ep.aors.iter().find_map(|a| {
                             stack
@@ -1547,9 +1845,12 @@ impl crate::core::Technology for PjsipTech {
             .trim_matches(|c| c == '<' || c == '>')
             .parse()
             .map_err(|e| format!("bad SIP URI '{target}': {e}"))?;
-        let dest = target
-            .socket_addr()
-            .ok_or_else(|| format!("cannot resolve '{target}' (IP addresses only)"))?;
+        let dest = match via_source.filter(|_| ep.rewrite_contact) {
+            Some(src) => src,
+            None => target
+                .socket_addr()
+                .ok_or_else(|| format!("cannot resolve '{target}' (IP addresses only)"))?,
+        };
         let (local, cmd) = stack
             .local
             .lock()
@@ -1597,7 +1898,8 @@ async fn outbound_call(
         return hang(&link, 34);
     };
     let rtp_port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
-    let offer = sdp::offer(&ep.allow, ip, rtp_port, Direction::SendRecv);
+    let (sig, media_ip) = stack.advertised(local);
+    let offer = sdp::offer(&ep.allow, media_ip, rtp_port, Direction::SendRecv);
     let sdp_body = offer.to_bytes();
     let cid = super::new_call_id(Some(&ip.to_string()));
     let user = if caller.num.is_empty() {
@@ -1608,16 +1910,16 @@ async fn outbound_call(
     let mut invite = Request::new(Method::Invite, target.clone());
     let via = Via::new(
         Transport::Udp,
-        Host::Ip(ip),
-        Some(local.port()),
+        Host::Ip(sig.0),
+        Some(sig.1),
         &super::new_branch(),
     );
     invite.headers.push(HeaderName::VIA, via.to_string());
     invite.headers.push(HeaderName::MAX_FORWARDS, "70");
-    let from_host = if ip.is_ipv6() {
-        format!("[{ip}]")
+    let from_host = if sig.0.is_ipv6() {
+        format!("[{}]", sig.0)
     } else {
-        ip.to_string()
+        sig.0.to_string()
     };
     let display = if caller.name.is_empty() {
         String::new()
@@ -1633,7 +1935,7 @@ async fn outbound_call(
     invite.headers.push(HeaderName::CSEQ, "1 INVITE");
     invite.headers.push(
         HeaderName::CONTACT,
-        format!("<sip:{user}@{from_host}:{}>", local.port()),
+        format!("<sip:{user}@{from_host}:{}>", sig.1),
     );
     invite
         .headers
@@ -1722,12 +2024,15 @@ async fn outbound_call(
         local_sdp: Some(offer.clone()),
         sdp_body,
         remote_sip: dest,
-        local,
         transport: Transport::Udp,
         allow: ep.allow.clone(),
         rtp_port,
         sending: true,
         held: false,
+        dtmf_info: false,
+        sig,
+        media_ip,
+        rewrite_contact: ep.rewrite_contact,
     };
     d.send_ack(&dialog);
     if cancelled {
@@ -1737,6 +2042,10 @@ async fn outbound_call(
     }
     let remote_sdp = Sdp::parse(&answer.body).ok();
     let audio = remote_sdp.as_ref().and_then(|s| s.audio());
+    d.dtmf_info = super::info::sends_info(
+        &ep.dtmf_mode,
+        audio.as_ref().is_some_and(|a| a.telephone_event.is_some()),
+    );
     let (payloads, remote) = match &audio {
         Some(a) => (
             payloads_for(a).0,
@@ -1801,10 +2110,28 @@ fn register_cli(core: &Arc<Core>) {
                 let mut out = String::from("  Contact:  <Aor/ContactUri..........................> <Hash....> <Status> <RTT(ms)..>\n");
                 let now = Instant::now();
                 let mut n = 0;
+                let q = s.qualifier.lock();
+                let qual = |aor: &str, uri: &str| match q.get(aor, uri) {
+                    Some(c) => format!(
+                        "{} {}",
+                        c.status.cli(),
+                        c.rtt.map(|r| format!("{:.3}", r.as_secs_f64() * 1000.0)).unwrap_or_else(|| "nan".into())
+                    ),
+                    None => "Avail nan".to_string(),
+                };
+                let mut shown = std::collections::HashSet::new();
                 for (aor, c) in s.registrar.lock().all(now) {
                     n += 1;
+                    shown.insert((aor.to_string(), c.uri.clone()));
                     let left = c.expires_at.saturating_duration_since(now).as_secs();
-                    out.push_str(&format!("  Contact:  {}/{} {} Avail expires={left}\n", aor, c.uri, c.source));
+                    out.push_str(&format!("  Contact:  {}/{} {} {} expires={left}\n", aor, c.uri, c.source, qual(aor, &c.uri)));
+                }
+                for c in q.all() {
+                    if shown.contains(&(c.target.aor.clone(), c.target.uri.clone())) {
+                        continue;
+                    }
+                    n += 1;
+                    out.push_str(&format!("  Contact:  {}/{} {} {}\n", c.target.aor, c.target.uri, c.target.dest, qual(&c.target.aor, &c.target.uri)));
                 }
                 out.push_str(&format!("\nObjects found: {n}\n"));
                 out
@@ -1875,6 +2202,7 @@ mod tests {
             config: PjsipConfig::from_conf(&f, None).unwrap(),
             registrar: Mutex::new(Registrar::new()),
             registrations: Mutex::new(Vec::new()),
+            qualifier: Mutex::new(Qualifier::new()),
             nonce_secret: [7; 32],
             calls: Mutex::new(HashMap::new()),
             next_rtp: AtomicU16::new(0),
@@ -1988,6 +2316,97 @@ mod tests {
         let c = PjsipConfig::from_conf(&f, None).unwrap();
         assert_eq!(c.transports.len(), 1, "wss is skipped");
         assert_eq!(c.transports[0].protocol, Transport::Tcp);
+    }
+
+    fn stack_from(text: &str) -> SipStack {
+        let f = crate::config::parser::parse_str(text, std::path::Path::new("pjsip.conf")).unwrap();
+        let mut s = test_stack();
+        s.config = PjsipConfig::from_conf(&f, None).unwrap();
+        s
+    }
+
+    #[test]
+    fn nat_options_parse_and_advertise() {
+        let s = stack_from(
+            "[t]\ntype=transport\nbind=10.0.0.5:5070\nexternal_signaling_address=203.0.113.9\n\
+             external_signaling_port=5999\nexternal_media_address=203.0.113.10\n\
+             [u]\ntype=transport\nbind=10.0.0.5:5080\n\
+             [nat]\ntype=endpoint\nrewrite_contact=yes\nforce_rport=no\n\
+             [plain]\ntype=endpoint\n",
+        );
+        let ext: SocketAddr = "10.0.0.5:5070".parse().unwrap();
+        let sig: IpAddr = "203.0.113.9".parse().unwrap();
+        let media: IpAddr = "203.0.113.10".parse().unwrap();
+        assert_eq!(s.advertised(ext), ((sig, 5999), media));
+        let plain: SocketAddr = "10.0.0.5:5080".parse().unwrap();
+        let lip: IpAddr = "10.0.0.5".parse().unwrap();
+        assert_eq!(s.advertised(plain), ((lip, 5080), lip));
+        let nat = s.config.endpoint("nat").unwrap();
+        assert!(nat.rewrite_contact && !nat.force_rport);
+        let p = s.config.endpoint("plain").unwrap();
+        assert!(!p.rewrite_contact && p.force_rport);
+        // No external port: the bound one.
+        let s2 = stack_from(
+            "[t]\ntype=transport\nbind=10.0.0.5:5070\nexternal_signaling_address=203.0.113.9\n",
+        );
+        assert_eq!(s2.advertised(ext).0, (sig, 5070));
+        // A host name is refused with an error, not a panic.
+        let f = crate::config::parser::parse_str(
+            "[t]\ntype=transport\nexternal_media_address=pbx.example.com\n",
+            std::path::Path::new("pjsip.conf"),
+        )
+        .unwrap();
+        assert!(PjsipConfig::from_conf(&f, None).is_err());
+    }
+
+    #[test]
+    fn qualify_options_request_uses_external_address() {
+        let t = QualifyTarget {
+            aor: "a".into(),
+            endpoint: "a".into(),
+            uri: "sip:bob@192.0.2.7:5062".into(),
+            dest: "192.0.2.7:5062".parse().unwrap(),
+            frequency: Duration::from_secs(5),
+            timeout: Duration::from_secs(3),
+        };
+        let req = options_request(&t, ("203.0.113.9".parse().unwrap(), 5999)).unwrap();
+        let text = String::from_utf8_lossy(&req.to_bytes()).to_string();
+        assert!(
+            text.starts_with("OPTIONS sip:bob@192.0.2.7:5062 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 203.0.113.9:5999;branch=z9hG4bK"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Contact: <sip:voxpbx@203.0.113.9:5999>"),
+            "{text}"
+        );
+        assert!(text.contains("CSeq: 1 OPTIONS"), "{text}");
+        let parsed = crate::sip::parse_message(text.as_bytes());
+        assert!(parsed.is_ok(), "{text}");
+    }
+
+    #[test]
+    fn qualify_config_and_targets() {
+        let s = stack_from(
+            "[ph]\ntype=endpoint\naors=ph\n\
+             [ph]\ntype=aor\ncontact=sip:ph@192.0.2.8:5060\nqualify_frequency=15\nqualify_timeout=0.5\n\
+             [off]\ntype=aor\ncontact=sip:x@192.0.2.9\n",
+        );
+        let t = qualify_targets(&s, Instant::now());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].endpoint, "ph");
+        assert_eq!(t[0].dest, "192.0.2.8:5060".parse::<SocketAddr>().unwrap());
+        assert_eq!(t[0].frequency, Duration::from_secs(15));
+        assert_eq!(t[0].timeout, Duration::from_millis(500));
+        let f = crate::config::parser::parse_str(
+            "[ph]\ntype=aor\nqualify_timeout=-1\n",
+            std::path::Path::new("pjsip.conf"),
+        )
+        .unwrap();
+        assert!(PjsipConfig::from_conf(&f, None).is_err());
     }
 
     #[test]
