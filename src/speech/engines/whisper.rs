@@ -619,13 +619,14 @@ impl Worker {
         opts: &JobOptions,
         cancel: &Arc<AtomicBool>,
         max_tokens: i32,
+        biased: bool,
     ) -> Result<(Transcript, bool), String> {
         let base = self.base_params(&opts.language, opts.beam_size).clone();
         let mut p: FullParams<'static, '_> = base;
         p.set_n_threads(opts.threads as i32);
         p.set_audio_ctx(audio_ctx);
         p.set_max_tokens(max_tokens);
-        if !opts.prompt_tokens.is_empty() {
+        if biased && !opts.prompt_tokens.is_empty() {
             p.set_tokens(&opts.prompt_tokens);
         }
         // Cancellation: whisper.cpp asks `encoder_begin` before running the encoder (the bulk
@@ -727,12 +728,22 @@ impl Worker {
         }
         let ctx = job.opts.audio_ctx.resolve(pcm16.len(), self.n_audio_ctx);
         let max_tokens = max_tokens_for(audio_secs);
-        let (mut t, runaway) = self.decode(pcm16, ctx, &job.opts, &job.cancel, max_tokens)?;
+        let (mut t, runaway) = self.decode(pcm16, ctx, &job.opts, &job.cancel, max_tokens, true)?;
         // A loop that could not be cut to something useful, or nothing at all: decode again
         // with the full window (what the model was trained on).
         let useless = t.text.is_empty() || (runaway && !t.loop_cut);
         if useless && ctx != 0 && job.opts.audio_ctx == AudioCtx::Auto {
-            t = self.decode(pcm16, 0, &job.opts, &job.cancel, max_tokens)?.0;
+            t = self
+                .decode(pcm16, 0, &job.opts, &job.cancel, max_tokens, true)?
+                .0;
+            t.fallback = true;
+        }
+        // A grammar's bias prompt can make a small model emit nothing for speech that is not
+        // one of its phrases; the unbiased transcript is still mapped or returned raw.
+        if t.text.is_empty() && !job.opts.prompt_tokens.is_empty() {
+            t = self
+                .decode(pcm16, ctx, &job.opts, &job.cancel, max_tokens, false)?
+                .0;
             t.fallback = true;
         }
         t.audio_secs = audio_secs;
