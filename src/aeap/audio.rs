@@ -1,40 +1,9 @@
-//! Small audio helpers private to AEAP: G.711 decoding, a minimal energy detector for
+//! Small audio helpers private to AEAP: per-sample decoding (G.711 from media::g711), a minimal energy detector for
 //! barge-in, and payload conversion to signed linear for engines served by the AEAP server.
 //! (The speech layer has its own VAD in src/speech/vad.rs; these stay minimal and private.)
 
+use crate::media::g711::{alaw_to_linear, ulaw_to_linear};
 use crate::media::Format;
-
-/// G.711 mu-law byte to linear 16-bit (ITU-T G.711, as Asterisk's `AST_MULAW`).
-pub(crate) fn ulaw_to_linear(u: u8) -> i16 {
-    let u = !u;
-    let sign = u & 0x80;
-    let exponent = (u >> 4) & 0x07;
-    let mantissa = (u & 0x0F) as i32;
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    if sign != 0 {
-        -magnitude as i16
-    } else {
-        magnitude as i16
-    }
-}
-
-/// G.711 A-law byte to linear 16-bit (as Asterisk's `AST_ALAW`).
-pub(crate) fn alaw_to_linear(a: u8) -> i16 {
-    let a = a ^ 0x55;
-    let sign = a & 0x80;
-    let exponent = ((a >> 4) & 0x07) as i32;
-    let mantissa = (a & 0x0F) as i32;
-    let magnitude = if exponent == 0 {
-        (mantissa << 4) + 8
-    } else {
-        ((mantissa << 4) + 0x108) << (exponent - 1)
-    };
-    if sign != 0 {
-        magnitude as i16
-    } else {
-        -magnitude as i16
-    }
-}
 
 /// Calls `f` with each decoded sample of a payload; formats that need a real decoder (G.722)
 /// yield nothing. Returns the number of samples visited.
@@ -153,27 +122,6 @@ impl ToSlin {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn g711_reference_values() {
-        // Silence codes.
-        assert_eq!(ulaw_to_linear(0xFF), 0);
-        assert_eq!(ulaw_to_linear(0x7F), 0);
-        assert_eq!(alaw_to_linear(0xD5), 8);
-        assert_eq!(alaw_to_linear(0x55), -8);
-        // Extremes.
-        assert_eq!(ulaw_to_linear(0x00), -32124);
-        assert_eq!(ulaw_to_linear(0x80), 32124);
-        assert_eq!(alaw_to_linear(0xAA), 32256);
-        assert_eq!(alaw_to_linear(0x2A), -32256);
-        // Monotonic over the positive half.
-        let mut prev = -1i32;
-        for code in (0x80u8..=0xFF).rev() {
-            let v = ulaw_to_linear(code) as i32;
-            assert!(v >= 0 && (v > prev || code == 0xFF), "code {code:#x}");
-            prev = v;
-        }
-    }
 
     fn tone(amp: f32, ms: u32) -> Vec<u8> {
         let n = 8 * ms as usize;

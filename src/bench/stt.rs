@@ -1721,15 +1721,15 @@ mod tests {
         let mut rec = vec![0i16; 800];
         let tone = prompt_tone(1000);
         rec.extend_from_slice(&tone[..4000]);
-        rec.extend(std::iter::repeat(0).take(320));
+        rec.extend(std::iter::repeat_n(0, 320));
         rec.extend_from_slice(&tone[4320..]);
-        rec.extend(std::iter::repeat(0).take(8000));
+        rec.extend(std::iter::repeat_n(0, 8000));
         assert_eq!(prompt_stop_ms(&rec, 10), Some(1100));
         // A gap longer than the quiet run inside the prompt is not its stop.
         let mut gap = tone[..4000].to_vec();
-        gap.extend(std::iter::repeat(0).take(2400));
+        gap.extend(std::iter::repeat_n(0, 2400));
         gap.extend_from_slice(&tone[..2400]);
-        gap.extend(std::iter::repeat(0).take(3200));
+        gap.extend(std::iter::repeat_n(0, 3200));
         assert_eq!(prompt_stop_ms(&gap, 10), Some(1100));
         // Never stopped, or never played.
         assert_eq!(prompt_stop_ms(&prompt_tone(2000), 10), None);
@@ -1827,7 +1827,7 @@ mod tests {
         };
         // Prompt tone from the answer until 420 ms, then silence.
         let mut rec = prompt_tone(420);
-        rec.extend(std::iter::repeat(0).take(8000));
+        rec.extend(std::iter::repeat_n(0, 8000));
         let sum = DialSummary {
             status: 200,
             reason: "OK".into(),

@@ -42,6 +42,7 @@
 //! `SPEECH_ENGINE(transcript)` reads the last raw transcript.
 
 use crate::config::Section;
+use crate::media::g711::{alaw_to_linear, ulaw_to_linear};
 use crate::media::{Format, Frame};
 use crate::speech::engine::{
     Engine, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared, SpeechState,
@@ -384,31 +385,6 @@ fn resolve_model_path(model: &Path, section: &Section) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------------
 // Audio helpers
-
-/// G.711 µ-law to linear. Private copy so this engine does not depend on media::g711 (being
-/// written concurrently); the lead may switch it over.
-fn ulaw_to_linear(u: u8) -> i16 {
-    let u = !u as i32;
-    let mut t = ((u & 0x0F) << 3) + 0x84;
-    t <<= (u & 0x70) >> 4;
-    (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
-}
-
-/// G.711 A-law to linear (private copy, see [`ulaw_to_linear`]).
-fn alaw_to_linear(a: u8) -> i16 {
-    let a = (a ^ 0x55) as i32;
-    let mut t = (a & 0x0F) << 4;
-    let seg = (a & 0x70) >> 4;
-    match seg {
-        0 => t += 8,
-        1 => t += 0x108,
-        _ => {
-            t += 0x108;
-            t <<= seg - 1;
-        }
-    }
-    (if a & 0x80 != 0 { t } else { -t }) as i16
-}
 
 /// Decode a frame's payload into `out` (cleared first). False when the format is not one this
 /// engine decodes.
@@ -1706,21 +1682,6 @@ impl Drop for WhisperSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn g711_decode_known_values() {
-        assert_eq!(ulaw_to_linear(0xFF), 0);
-        assert_eq!(ulaw_to_linear(0x7F), 0);
-        assert_eq!(ulaw_to_linear(0x80), 32124);
-        assert_eq!(ulaw_to_linear(0x00), -32124);
-        assert_eq!(alaw_to_linear(0xD5), 8);
-        assert_eq!(alaw_to_linear(0x55), -8);
-        assert_eq!(alaw_to_linear(0xAA), 32256);
-        assert_eq!(alaw_to_linear(0x2A), -32256);
-        // Monotonic over the positive µ-law half.
-        let v: Vec<i16> = (0x80..=0xFFu8).rev().map(ulaw_to_linear).collect();
-        assert!(v.windows(2).all(|w| w[0] <= w[1]));
-    }
 
     #[test]
     fn decode_frames() {
