@@ -666,7 +666,10 @@ fn is_sip_version(v: &str) -> bool {
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine, SipParseError> {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+    if line
+        .get(..4)
+        .is_some_and(|v| v.eq_ignore_ascii_case("SIP/"))
+    {
         let (version, rest) = line.split_once(' ').unwrap_or((line, ""));
         if !is_sip_version(version) {
             return Err(SipParseError::BadVersion(clip(version)));
@@ -699,7 +702,10 @@ fn parse_start_line(line: &str) -> Result<StartLine, SipParseError> {
     }
     if !is_sip_version(version) {
         return Err(
-            if version.len() >= 4 && version[..4].eq_ignore_ascii_case("SIP/") {
+            if version
+                .get(..4)
+                .is_some_and(|v| v.eq_ignore_ascii_case("SIP/"))
+            {
                 SipParseError::BadVersion(clip(version))
             } else {
                 SipParseError::BadStartLine(clip(line))
@@ -889,6 +895,16 @@ pub fn is_keepalive(frame: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multibyte_text_where_the_version_is_expected_is_an_error() {
+        // Found by the sip_parse fuzz target: slicing "SIP/" off a version or status line
+        // that starts with a multi-byte character must not panic.
+        let crash = b"!interestine-Method01 GMToo.(doesn't-xae!sure): re'\xef\xbb\xbf\x00\xe5\xa4\xa7-Length: %\r\n\r\n";
+        assert!(parse_message(crash).is_err());
+        assert!(parse_message("INVITE sip:a@b SI\u{feff}P/2.0\r\n\r\n".as_bytes()).is_err());
+        assert!(parse_message("SI\u{feff} 200 OK\r\n\r\n".as_bytes()).is_err());
+    }
 
     fn req(raw: &str) -> Request {
         match parse_message(raw.as_bytes()) {
