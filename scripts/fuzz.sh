@@ -4,7 +4,7 @@
 #
 # It builds the targets the way cargo-fuzz does, with the coverage instrumentation flags that are
 # stable in rustc (no nightly, no cargo-fuzz install, no AddressSanitizer: the code under test is
-# safe Rust, and a panic aborts the run with the crashing input saved under fuzz/artifacts/).
+# safe Rust, and a panic aborts the run with the crashing input saved under fuzz/artifacts/<run>/).
 # scripts/test.sh runs it for a few seconds per target; run it longer by hand when parsers change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,9 @@ seeds() {
     *) ;;
   esac
 }
-mkdir -p fuzz/artifacts
+# Crashes of this run go to a folder of their own, so an old, already-known crash file does not fail it.
+run_dir=fuzz/artifacts/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$run_dir"
 for t in "${targets[@]}"; do
   echo "==> fuzz $t (${secs}s)"
   corpus="$CARGO_TARGET_DIR/corpus/$t"
@@ -45,10 +47,12 @@ for t in "${targets[@]}"; do
   fi
   "$CARGO_TARGET_DIR/$triple/release/$t" "$corpus" "${seed_dirs[@]}" \
     -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 \
-    -artifact_prefix="fuzz/artifacts/$t-" -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==|SUMMARY|thread|panicked)" || true
-  if ls fuzz/artifacts/"$t"-* >/dev/null 2>&1; then
-    echo "fuzz $t found a crash: $(ls fuzz/artifacts/"$t"-*)" >&2
+    -artifact_prefix="$run_dir/$t-" -print_final_stats=1 2>&1 | grep -a -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|==|SUMMARY|thread|panicked)" || true
+  if ls "$run_dir/$t"-* >/dev/null 2>&1; then
+    echo "fuzz $t found a crash: $(ls "$run_dir/$t"-*)" >&2
+    echo "reproduce: $CARGO_TARGET_DIR/$triple/release/$t $(ls "$run_dir/$t"-* | head -1)" >&2
     exit 1
   fi
 done
+rmdir "$run_dir" 2>/dev/null || true
 echo "==> fuzzing clean"
