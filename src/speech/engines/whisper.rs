@@ -37,8 +37,11 @@
 //! Results: the transcript and a score (mean token probability x 1000). With active grammars
 //! the best phrase's tag (or the phrase) becomes the text, the match confidence the score and
 //! the grammar name the grammar; a transcript matching nothing is returned raw with no grammar.
-//! n-best: whisper.cpp does not expose its beam candidates, so the alternatives are the next
-//! best grammar matches (nbest 1, 2, ...); without a grammar n-best holds the transcript only.
+//! n-best (SPEECH_RESULTS_TYPE=nbest): with `beam_size` > 1 the worker runs a second beam search
+//! over the decoder after `whisper_full` (whose own beam keeps only the winner; see
+//! [`beam`](super::beam)) and returns up to `nbest` distinct hypotheses; each is also mapped to
+//! the active grammars. Result 0 is always what a 1-best recognition returns. With greedy
+//! decoding (`beam_size = 1`) the alternatives are the transcript's next-best grammar matches.
 //! `SPEECH_ENGINE(transcript)` reads the last raw transcript.
 
 use crate::config::Section;
@@ -48,6 +51,7 @@ use crate::speech::engine::{
     Engine, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared, SpeechState,
     SpeechTiming,
 };
+use crate::speech::engines::beam;
 use crate::speech::grammar::{self, Grammar};
 use crate::speech::vad::{EndReason, EndpointConfig, Vad, VadEvent};
 use futures_util::future::BoxFuture;
@@ -471,6 +475,17 @@ pub struct Transcript {
     pub fallback: bool,
     /// The decode looped ("sales. sales. sales.") and was cut after the first occurrence.
     pub loop_cut: bool,
+    /// Other beam-search hypotheses, best first (only when n-best was asked for and
+    /// `beam_size` > 1); texts differ from `text` and from each other once normalised.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// An n-best alternative to a [`Transcript`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alternative {
+    pub text: String,
+    /// Mean token probability x 1000, as [`Transcript::score`].
+    pub score: i32,
 }
 
 #[derive(Clone)]
@@ -480,6 +495,8 @@ struct JobOptions {
     threads: u32,
     audio_ctx: AudioCtx,
     prompt_tokens: Arc<Vec<i32>>,
+    /// Beam-search alternatives wanted besides the transcript (0 = none).
+    alternatives: usize,
 }
 
 /// How a session turns a transcript into results.
@@ -490,32 +507,70 @@ struct Mapping {
     nbest: usize,
 }
 
+/// The results of a transcript. The first is what a normal (1-best) recognition gives: the
+/// transcript's best grammar match, or the raw transcript when nothing matches or no grammar is
+/// active. With n-best the rest are the other candidates ranked by score, without repeats: the
+/// grammar matches of the transcript and of its beam alternatives, and the raw alternatives
+/// themselves when the transcript matched no grammar.
 fn map_results(t: &Transcript, m: &Mapping) -> Vec<SpeechResult> {
     if t.text.is_empty() {
         return Vec::new();
     }
-    if !m.grammars.is_empty() {
-        let refs: Vec<&Grammar> = m.grammars.iter().map(|g| g.as_ref()).collect();
-        let matches = grammar::match_grammars(&refs, &t.text, m.threshold, m.nbest.max(1));
-        if !matches.is_empty() {
-            return matches
+    let n = m.nbest.max(1);
+    let refs: Vec<&Grammar> = m.grammars.iter().map(|g| g.as_ref()).collect();
+    let hyps = std::iter::once((t.text.as_str(), t.score))
+        .chain(t.alternatives.iter().map(|a| (a.text.as_str(), a.score)));
+    let mut first: Option<SpeechResult> = None;
+    let mut rest: Vec<SpeechResult> = Vec::new();
+    for (i, (text, score)) in hyps.enumerate() {
+        let matches = if refs.is_empty() {
+            Vec::new()
+        } else {
+            grammar::match_grammars(&refs, text, m.threshold, n)
+        };
+        let raw =
+            matches.is_empty() && (i == 0 || first.as_ref().is_some_and(|f| f.grammar.is_none()));
+        let found = matches
+            .into_iter()
+            .map(|mt| SpeechResult {
+                text: mt.value().to_string(),
+                score: mt.confidence,
+                grammar: Some(mt.grammar),
+                nbest: 0,
+            })
+            .chain(raw.then(|| SpeechResult {
+                text: text.to_string(),
+                score,
+                grammar: None,
+                nbest: 0,
+            }));
+        for r in found {
+            if first.is_none() {
+                first = Some(r);
+            } else if ![first.as_ref()]
                 .into_iter()
-                .enumerate()
-                .map(|(i, mt)| SpeechResult {
-                    text: mt.value().to_string(),
-                    score: mt.confidence,
-                    grammar: Some(mt.grammar),
-                    nbest: i as i32,
+                .flatten()
+                .chain(rest.iter())
+                .any(|o| {
+                    o.grammar == r.grammar
+                        && grammar::normalize(&o.text) == grammar::normalize(&r.text)
                 })
-                .collect();
+            {
+                rest.push(r);
+            }
         }
     }
-    vec![SpeechResult {
-        text: t.text.clone(),
-        score: t.score,
-        grammar: None,
-        nbest: 0,
-    }]
+    rest.sort_by(|a, b| b.score.cmp(&a.score));
+    first
+        .into_iter()
+        .chain(rest)
+        .take(n)
+        .enumerate()
+        .map(|(i, r)| SpeechResult {
+            nbest: i as i32,
+            ..r
+        })
+        .collect()
 }
 
 enum Reply {
@@ -535,6 +590,7 @@ const CANCELLED: &str = "cancelled";
 
 /// One pool thread's resources.
 struct Worker {
+    ctx: Arc<WhisperContext>,
     state: WhisperState,
     eot: i32,
     n_audio_ctx: i32,
@@ -666,6 +722,7 @@ impl Worker {
                 audio_ctx,
                 fallback: false,
                 loop_cut,
+                alternatives: Vec::new(),
             },
             runaway,
         ))
@@ -705,6 +762,7 @@ impl Worker {
         let ctx = job.opts.audio_ctx.resolve(pcm16.len(), self.n_audio_ctx);
         let max_tokens = max_tokens_for(audio_secs);
         let (mut t, runaway) = self.decode(pcm16, ctx, &job.opts, &job.cancel, max_tokens, true)?;
+        let mut biased = true;
         // A loop that could not be cut to something useful, or nothing at all: decode again
         // with the full window (what the model was trained on).
         let useless = t.text.is_empty() || (runaway && !t.loop_cut);
@@ -721,9 +779,137 @@ impl Worker {
                 .decode(pcm16, ctx, &job.opts, &job.cancel, max_tokens, false)?
                 .0;
             t.fallback = true;
+            biased = false;
+        }
+        if job.opts.alternatives > 0 && job.opts.beam_size > 1 && !t.text.is_empty() {
+            // The state still holds the encoder output of the decode that produced `t`.
+            match self.alternatives(&t.text, &job.opts, biased, max_tokens, &job.cancel) {
+                Ok(a) => t.alternatives = a,
+                Err(e) if e == CANCELLED => return Err(e),
+                // The transcript stands on its own; n-best is a bonus.
+                Err(e) => tracing::warn!("whisper n-best search failed, 1-best kept: {e}"),
+            }
         }
         t.audio_secs = audio_secs;
         Ok(t)
+    }
+
+    /// n-best: a beam search of `opts.beam_size` over the decoder, conditioned on the audio the
+    /// last `full` run encoded and on the same prompt (see [`beam`](super::beam)). Returns up to
+    /// `opts.alternatives` hypotheses whose normalised text differs from `best` and from each
+    /// other, best first. Costs one decoder pass per live hypothesis per token.
+    fn alternatives(
+        &mut self,
+        best: &str,
+        opts: &JobOptions,
+        biased: bool,
+        max_tokens: i32,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<Alternative>, String> {
+        let ctx = self.ctx.clone();
+        // The prompt `whisper_full` builds: [prev, bias prompt...] sot [lang transcribe] notimestamps.
+        let mut prompt = Vec::with_capacity(opts.prompt_tokens.len() + 5);
+        if biased && !opts.prompt_tokens.is_empty() {
+            let keep = opts
+                .prompt_tokens
+                .len()
+                .min(ctx.n_text_ctx() as usize / 2 - 1);
+            prompt.push(ctx.token_prev());
+            prompt.extend_from_slice(&opts.prompt_tokens[opts.prompt_tokens.len() - keep..]);
+        }
+        prompt.push(ctx.token_sot());
+        if ctx.is_multilingual() {
+            let lang = if opts.language == "auto" {
+                self.state.full_lang_id_from_state()
+            } else {
+                whisper_rs::get_lang_id(&opts.language).unwrap_or(0)
+            };
+            prompt.push(ctx.token_lang(lang));
+            prompt.push(ctx.token_transcribe());
+        }
+        prompt.push(ctx.token_not());
+        // One thread: a decode of a token or two gains nothing from ggml's worker threads, and
+        // on a busy machine their barrier waits cost far more (measured while compiling: 0.9 s
+        // per call with 2 threads, 12 ms with 1).
+        let threads = 1;
+        let err = |e: whisper_rs::WhisperError| format!("whisper decode: {e}");
+        // whisper.cpp keeps a row of logits per batch position but `whisper_get_logits` (the
+        // only access whisper-rs gives) returns the first row, so a sequence is decoded as its
+        // head (filling the cache) and then its last token alone.
+        let next_logits = |state: &mut WhisperState,
+                           toks: &[i32],
+                           n_past: usize,
+                           out: &mut Vec<f32>|
+         -> Result<(), String> {
+            let (last, head) = toks.split_last().ok_or("whisper decode: no tokens")?;
+            if !head.is_empty() {
+                state.decode(head, n_past, threads).map_err(err)?;
+            }
+            state
+                .decode(std::slice::from_ref(last), n_past + head.len(), threads)
+                .map_err(err)?;
+            out.clear();
+            out.extend_from_slice(state.get_logits().map_err(err)?);
+            Ok(())
+        };
+        let mut after_prompt = Vec::new();
+        next_logits(&mut self.state, &prompt, 0, &mut after_prompt)?;
+        let cfg = beam::BeamConfig {
+            beam: opts.beam_size as usize,
+            max_tokens: max_tokens.max(1) as usize,
+            eot: self.eot,
+            blank: ctx
+                .tokenize(" ", 8)
+                .ok()
+                .filter(|t| t.len() == 1)
+                .map(|t| t[0]),
+        };
+        let state = &mut self.state;
+        // The hypothesis whose tokens fill the cache after the prompt: beams share long
+        // prefixes, so only the tokens after the common part are decoded again (whisper.cpp
+        // drops cached positions from `n_past` on).
+        let mut cached: Vec<i32> = Vec::new();
+        let hyps = beam::beam_search(&cfg, |prefix, out| {
+            if cancel.load(Ordering::Acquire) {
+                return Err(CANCELLED.to_string());
+            }
+            if prefix.is_empty() {
+                out.clone_from(&after_prompt);
+                return Ok(());
+            }
+            let common = cached
+                .iter()
+                .zip(prefix)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(prefix.len() - 1);
+            next_logits(state, &prefix[common..], prompt.len() + common, out)?;
+            cached.clear();
+            cached.extend_from_slice(prefix);
+            Ok(())
+        })?;
+        let mut seen = vec![grammar::normalize(best)];
+        let mut out = Vec::new();
+        for h in hyps {
+            let mut bytes = Vec::new();
+            for &tok in &h.tokens {
+                bytes.extend_from_slice(ctx.token_to_bytes(tok).map_err(err)?);
+            }
+            let text = String::from_utf8_lossy(&bytes).trim().to_string();
+            let norm = grammar::normalize(&text);
+            if norm.is_empty() || seen.contains(&norm) {
+                continue;
+            }
+            seen.push(norm);
+            out.push(Alternative {
+                text,
+                score: h.score(),
+            });
+            if out.len() == opts.alternatives {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -933,7 +1119,7 @@ type CachedGrammar = (Option<SystemTime>, Arc<Grammar>);
 
 struct Core {
     name: String,
-    ctx: WhisperContext,
+    ctx: Arc<WhisperContext>,
     settings: WhisperSettings,
     sender: mpsc::SyncSender<Job>,
     running: Arc<AtomicUsize>,
@@ -1065,6 +1251,7 @@ impl WhisperEngine {
                 install_hint(&settings.model)
             )
         })?;
+        let ctx = Arc::new(ctx);
         if !ctx.is_multilingual() && settings.language != "en" {
             return Err(format!(
                 "whisper model {} is English-only; language = {} needs a multilingual model (voxpbx models install base)",
@@ -1082,6 +1269,7 @@ impl WhisperEngine {
                 .create_state()
                 .map_err(|e| format!("whisper engine '{name}': cannot create state: {e}"))?;
             let w = Worker {
+                ctx: ctx.clone(),
                 state,
                 eot,
                 n_audio_ctx,
@@ -1146,6 +1334,7 @@ impl WhisperEngine {
                 threads: s.threads,
                 audio_ctx,
                 prompt_tokens: self.core.prompt_tokens(prompt.unwrap_or("")),
+                alternatives: 0,
             },
             cancel: Arc::new(AtomicBool::new(false)),
             reply: Reply::Direct(tx),
@@ -1332,6 +1521,11 @@ impl WhisperSession {
             threads: self.settings.threads,
             audio_ctx: self.settings.audio_ctx,
             prompt_tokens: self.prompt_tokens.clone(),
+            alternatives: if self.results_type == ResultsType::Nbest {
+                self.settings.nbest.saturating_sub(1)
+            } else {
+                0
+            },
         }
     }
 
@@ -1921,6 +2115,7 @@ mod tests {
             audio_ctx: 256,
             fallback: false,
             loop_cut: false,
+            alternatives: Vec::new(),
         }
     }
 
@@ -2027,6 +2222,7 @@ mod tests {
             audio_ctx: 128,
             fallback: false,
             loop_cut: false,
+            alternatives: Vec::new(),
         };
         let none = Mapping {
             grammars: vec![],
@@ -2365,6 +2561,59 @@ mod tests {
             let (mut sess, shared) = session_with_departments(&e, Format::Ulaw);
             feed(&mut sess, &shared, &[&clip], 0, 1000);
             check_department(&sess, &shared, "support");
+        }
+
+        /// SPEECH_RESULTS_TYPE=nbest with beam search: distinct beam hypotheses after the
+        /// transcript, which stays result 0 (the 1-best a normal recognition gives).
+        #[test]
+        fn nbest_beam_alternatives() {
+            let Some(e) = engine(|s| {
+                s.beam_size = 5;
+                s.nbest = 4;
+            }) else {
+                return;
+            };
+            let Some(clip) = speak("please connect me to sales", true) else {
+                return;
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let mut secs = Vec::new();
+            for ty in [ResultsType::Normal, ResultsType::Nbest] {
+                let shared = SpeechShared::new();
+                let mut sess = e.session(Format::Ulaw, shared.clone()).unwrap();
+                rt.block_on(sess.change_results_type(ty)).unwrap();
+                sess.start().unwrap();
+                feed(&mut sess, &shared, &[&clip], 0, 1000);
+                wait_done(&shared);
+                let g = shared.lock();
+                assert_eq!(g.error, None);
+                let r = g.results.clone().unwrap();
+                let t = sess.link.last.lock().clone().unwrap();
+                eprintln!("NBEST {ty:?} {:.3} s {t:?} -> {r:?}", t.inference_secs);
+                secs.push(t.inference_secs);
+                assert_eq!(r[0].text, t.text);
+                assert!(has_words(&r[0].text, &["connect"]), "{r:?}");
+                if ty == ResultsType::Normal {
+                    assert_eq!(r.len(), 1);
+                    assert!(t.alternatives.is_empty());
+                    continue;
+                }
+                assert!((2..=4).contains(&r.len()), "{r:?}");
+                let norms: Vec<_> = r.iter().map(|r| grammar::normalize(&r.text)).collect();
+                for (i, n) in norms.iter().enumerate() {
+                    assert!(!n.is_empty() && !norms[..i].contains(n), "{r:?}");
+                }
+                assert!(r.iter().enumerate().all(|(i, r)| r.nbest == i as i32
+                    && (0..=1000).contains(&r.score)
+                    && r.grammar.is_none()));
+                assert!(r[1..].windows(2).all(|w| w[0].score >= w[1].score));
+            }
+            eprintln!(
+                "TIMING n-best beam 5: {:.3} s vs 1-best {:.3} s",
+                secs[1], secs[0]
+            );
         }
 
         fn wait_partial(shared: &SpeechShared) {
