@@ -4,23 +4,12 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voxpbx::bench::corpus::read_wav;
 use voxpbx::bench::stt::prompt_tone;
 use voxpbx::bench::wer::wer;
 use voxpbx::sip::ua::{dial, DialAudio, DialOpts, Hangup};
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 struct Server(Child);
 
@@ -34,9 +23,12 @@ impl Drop for Server {
 #[test]
 fn daemon_aeap_engine_against_aeap_serve_over_sip() {
     let model = repo().join("models/ggml-tiny.en.bin");
-    if !have("espeak-ng") || !have("sox") || !model.exists() {
+    if !have_tts("the AEAP self test") {
+        return;
+    }
+    if !model.exists() {
         eprintln!(
-            "NOTE: needs espeak-ng, sox and {}; skipped",
+            "NOTE: {} missing (voxpbx models install tiny.en); skipped",
             model.display()
         );
         return;
@@ -119,38 +111,11 @@ exten => 100,1,SpeechCreate(selfhop)
 "#,
         ),
     ]);
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut wr = hound::WavWriter::create(pbx.path("prompt.wav"), spec).unwrap();
-    for s in prompt_tone(300) {
-        wr.write_sample(s).unwrap();
-    }
-    wr.finalize().unwrap();
+    write_wav(&pbx.path("prompt.wav"), 8000, &prompt_tone(300));
 
     // The caller's speech.
     let said = "I want to pay my bill";
-    let raw: PathBuf = pbx.path("raw.wav");
-    let clip = pbx.path("clip.wav");
-    assert!(Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&raw)
-        .arg(said)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&clip)
-        .args(["highpass", "300", "lowpass", "3400"])
-        .status()
-        .unwrap()
-        .success());
-    let (speech, _) = read_wav(&clip).unwrap();
+    let speech = speak(pbx.dir.path(), "clip", said);
     let mut audio = vec![0i16; 8 * 500];
     audio.extend(&speech);
     audio.extend(vec![0i16; 8 * 20_000]);

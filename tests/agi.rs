@@ -351,37 +351,10 @@ exten => 720,1,Answer()
     assert!(pbx.wait_no_channels(15), "{}", pbx.log());
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Speak `text` into an 8 kHz 16-bit WAV with `lead_ms` of silence before it (espeak-ng + sox,
-/// the recipe of tests/speech.rs).
-fn speak(dir: &std::path::Path, name: &str, text: &str, lead_ms: u32) -> PathBuf {
-    let raw = dir.join(format!("{name}-raw.wav"));
-    let out = dir.join(format!("{name}.wav"));
-    assert!(Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&raw)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success());
+/// Speak `text` into an 8 kHz 16-bit WAV with `lead_ms` of silence before it and 1.5 s after.
+fn speak_padded(dir: &std::path::Path, name: &str, text: &str, lead_ms: u32) -> PathBuf {
     let pad = format!("{}", lead_ms as f64 / 1000.0);
-    assert!(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&out)
-        .args(["pad", &pad, "1.5"])
-        .status()
-        .unwrap()
-        .success());
-    out
+    speak_wav(dir, name, text, &["pad", &pad, "1.5"])
 }
 
 /// The SPEECH commands over a real SIP call: `voxpbx dial` streams espeak-ng speech into
@@ -389,8 +362,7 @@ fn speak(dir: &std::path::Path, name: &str, text: &str, lead_ms: u32) -> PathBuf
 /// Whisper engine (models/ggml-tiny.en.bin).
 #[test]
 fn fastagi_speech_commands_on_a_sip_call() {
-    if !(have("espeak-ng") && have("sox")) {
-        eprintln!("NOTE: espeak-ng or sox missing (scripts/setup.sh installs them): skipping");
+    if !have_tts("the FastAGI speech test") {
         return;
     }
     let model = repo().join("models/ggml-tiny.en.bin");
@@ -427,7 +399,7 @@ fn fastagi_speech_commands_on_a_sip_call() {
             &format!("[general]\nrtpstart={rtp}\nrtpend={}\n", rtp + 19),
         ),
     ]);
-    let clip = speak(out.path(), "clip", "please connect me to sales", 2000);
+    let clip = speak_padded(out.path(), "clip", "please connect me to sales", 2000);
     let mut caller = Command::new(bin())
         .args(["dial", &format!("sip:600@127.0.0.1:{sip_port}")])
         .arg("--play")

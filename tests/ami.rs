@@ -156,6 +156,80 @@ fn have_python() -> bool {
     true
 }
 
+/// Run a Python client script against 127.0.0.1:`port` as admin, with `extra` arguments after
+/// the credentials; its JSON output.
+fn run_admin_py(script: &str, port: u16, extra: &[&str]) -> Value {
+    let port = port.to_string();
+    let mut args = vec!["127.0.0.1", &port, "admin", "s3cret"];
+    args.extend_from_slice(extra);
+    run_py(script, &args)
+}
+
+/// Start the PBX on a free AMI port and run a Python client script against it as admin
+/// ([`run_admin_py`]); `None` (with a NOTE) when the Python venv is missing.
+fn py_against_pbx(script: &str, extra: &[&str]) -> Option<(TestPbx, Value)> {
+    if !have_python() {
+        return None;
+    }
+    let port = free_tcp_port();
+    let pbx = start(port);
+    let v = run_admin_py(script, port, extra);
+    Some((pbx, v))
+}
+
+/// A raw AMI client with a tiny (4 KB) receive window, logged in as `user` (secret s3cret)
+/// with user events on, that reads nothing until the caller does; its reader, banner consumed.
+fn slow_client(port: u16, user: &str) -> BufReader<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let slow_stream: TcpStream = sock.into();
+    slow_stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut slow = BufReader::new(slow_stream.try_clone().unwrap());
+    let mut banner = String::new();
+    slow.read_line(&mut banner).unwrap();
+    let login =
+        format!("Action: Login\r\nUsername: {user}\r\nSecret: s3cret\r\nEvents: user\r\n\r\n");
+    (&slow_stream).write_all(login.as_bytes()).unwrap();
+    slow
+}
+
+/// Log another client in as admin and raise `n` UserEvents of ~1 KB from it (written by a
+/// thread in 256 KB batches); returns the (still connected) client once all `n` are
+/// acknowledged.
+fn flood_user_events(port: u16, n: usize) -> Ami {
+    let mut ami = Ami::connect(port);
+    assert!(ami.login("admin", "s3cret", "f").contains("Success"));
+    let mut w = ami.w.try_clone().unwrap();
+    let body = "x".repeat(1000);
+    let writer = std::thread::spawn(move || {
+        let mut batch = String::new();
+        for i in 0..n {
+            batch.push_str(&format!(
+                "Action: UserEvent\r\nUserEvent: Flood\r\nN: {i}\r\nBody: {body}\r\n\r\n"
+            ));
+            if batch.len() > 256 * 1024 {
+                w.write_all(batch.as_bytes()).unwrap();
+                batch.clear();
+            }
+        }
+        w.write_all(batch.as_bytes()).unwrap();
+    });
+    let mut ok = 0;
+    while ok < n {
+        let m = ami.msg();
+        assert!(!m.is_empty(), "flooding client cut off after {ok} replies");
+        if m.starts_with("Response: Success") {
+            ok += 1;
+        }
+    }
+    writer.join().unwrap();
+    ami
+}
+
 /// Failure context: the client's JSON output and the PBX log.
 fn context<'a>(v: &'a Value, pbx: &'a TestPbx) -> impl Fn(&str) -> String + 'a {
     move |what: &str| {
@@ -244,22 +318,9 @@ fn get<'a>(v: &'a Value, k: &str) -> &'a str {
 
 #[test]
 fn panoramisk_client() {
-    if !have_python() {
+    let Some((pbx, v)) = py_against_pbx("ami_panoramisk.py", &["limited", "lim"]) else {
         return;
-    }
-    let port = free_tcp_port();
-    let pbx = start(port);
-    let v = run_py(
-        "ami_panoramisk.py",
-        &[
-            "127.0.0.1",
-            &port.to_string(),
-            "admin",
-            "s3cret",
-            "limited",
-            "lim",
-        ],
-    );
+    };
     let ctx = context(&v, &pbx);
 
     assert_eq!(
@@ -404,15 +465,9 @@ fn panoramisk_client() {
 
 #[test]
 fn pyst2_client() {
-    if !have_python() {
+    let Some((pbx, v)) = py_against_pbx("ami_pyst2.py", &[]) else {
         return;
-    }
-    let port = free_tcp_port();
-    let pbx = start(port);
-    let v = run_py(
-        "ami_pyst2.py",
-        &["127.0.0.1", &port.to_string(), "admin", "s3cret"],
-    );
+    };
     let ctx = context(&v, &pbx);
     assert_eq!(
         get(&v, "title"),
@@ -537,17 +592,10 @@ fn panoramisk_originate_to_sip_endpoint_events_in_channel_order() {
         .expect("run sipp");
     std::thread::sleep(Duration::from_millis(300));
     // Exten 100 answers, sets FOO, waits 0.2 s and hangs up: voxpbx sends the BYE.
-    let v = run_py(
+    let v = run_admin_py(
         "ami_originate.py",
-        &[
-            "127.0.0.1",
-            &port.to_string(),
-            "admin",
-            "s3cret",
-            "PJSIP/sippuas",
-            "default",
-            "100",
-        ],
+        port,
+        &["PJSIP/sippuas", "default", "100"],
     );
     let sipp_ok = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
@@ -621,23 +669,11 @@ fn panoramisk_originate_to_sip_endpoint_events_in_channel_order() {
 
 #[test]
 fn panoramisk_originate_to_local_both_halves_in_channel_order() {
-    if !have_python() {
+    let Some((pbx, v)) =
+        py_against_pbx("ami_originate.py", &["Local/100@default", "default", "100"])
+    else {
         return;
-    }
-    let port = free_tcp_port();
-    let pbx = start(port);
-    let v = run_py(
-        "ami_originate.py",
-        &[
-            "127.0.0.1",
-            &port.to_string(),
-            "admin",
-            "s3cret",
-            "Local/100@default",
-            "default",
-            "100",
-        ],
-    );
+    };
     let ctx = context(&v, &pbx);
     assert_eq!(
         get(&v["response"], "Response"),
@@ -678,15 +714,9 @@ fn panoramisk_originate_to_local_both_halves_in_channel_order() {
 
 #[test]
 fn asyncagi_over_ami_with_panoramisk() {
-    if !have_python() {
+    let Some((pbx, v)) = py_against_pbx("ami_asyncagi.py", &[]) else {
         return;
-    }
-    let port = free_tcp_port();
-    let pbx = start(port);
-    let v = run_py(
-        "ami_asyncagi.py",
-        &["127.0.0.1", &port.to_string(), "admin", "s3cret"],
-    );
+    };
     let ctx = context(&v, &pbx);
     let start = &v["start"];
     let chan = get(start, "Channel");
@@ -829,50 +859,11 @@ fn slow_client_is_told_about_dropped_events() {
     let port = free_tcp_port();
     let pbx = start(port);
     // The slow client: a tiny receive window, events on, and it does not read for a while.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .unwrap();
-    let slow_stream: TcpStream = sock.into();
-    slow_stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut slow = BufReader::new(slow_stream.try_clone().unwrap());
-    let mut banner = String::new();
-    slow.read_line(&mut banner).unwrap();
-    (&slow_stream)
-        .write_all(b"Action: Login\r\nUsername: patient\r\nSecret: s3cret\r\nEvents: user\r\n\r\n")
-        .unwrap();
-
+    let mut slow = slow_client(port, "patient");
     // Another client raises 8000 UserEvents of ~1 KB: more than the kernel buffers plus the
     // session queue (1024 events) can hold for the slow one.
     const N: usize = 8000;
-    let mut ami = Ami::connect(port);
-    assert!(ami.login("admin", "s3cret", "f").contains("Success"));
-    let mut w = ami.w.try_clone().unwrap();
-    let body = "x".repeat(1000);
-    let writer = std::thread::spawn(move || {
-        let mut batch = String::new();
-        for i in 0..N {
-            batch.push_str(&format!(
-                "Action: UserEvent\r\nUserEvent: Flood\r\nN: {i}\r\nBody: {body}\r\n\r\n"
-            ));
-            if batch.len() > 256 * 1024 {
-                w.write_all(batch.as_bytes()).unwrap();
-                batch.clear();
-            }
-        }
-        w.write_all(batch.as_bytes()).unwrap();
-    });
-    let mut ok = 0;
-    while ok < N {
-        let m = ami.msg();
-        assert!(!m.is_empty(), "flooding client cut off after {ok} replies");
-        if m.starts_with("Response: Success") {
-            ok += 1;
-        }
-    }
-    writer.join().unwrap();
+    let _flooder = flood_user_events(port, N);
     // The PBX still answers while the slow client is backed up.
     assert!(pbx
         .rx("core show channels count")
@@ -921,41 +912,9 @@ fn slow_client_is_told_about_dropped_events() {
 fn default_writetimeout_disconnects_a_client_that_stops_reading() {
     let port = free_tcp_port();
     let pbx = start(port);
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .unwrap();
-    let slow_stream: TcpStream = sock.into();
-    slow_stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut slow = BufReader::new(slow_stream.try_clone().unwrap());
-    let mut banner = String::new();
-    slow.read_line(&mut banner).unwrap();
-    (&slow_stream)
-        .write_all(b"Action: Login\r\nUsername: admin\r\nSecret: s3cret\r\nEvents: user\r\n\r\n")
-        .unwrap();
+    let mut slow = slow_client(port, "admin");
     const N: usize = 4000;
-    let mut ami = Ami::connect(port);
-    assert!(ami.login("admin", "s3cret", "f").contains("Success"));
-    let body = "x".repeat(1000);
-    let mut batch = String::new();
-    for i in 0..N {
-        batch.push_str(&format!(
-            "Action: UserEvent\r\nUserEvent: Flood\r\nN: {i}\r\nBody: {body}\r\n\r\n"
-        ));
-    }
-    let mut w = ami.w.try_clone().unwrap();
-    let writer = std::thread::spawn(move || w.write_all(batch.as_bytes()).unwrap());
-    let mut ok = 0;
-    while ok < N {
-        let m = ami.msg();
-        assert!(!m.is_empty(), "flooding client cut off after {ok} replies");
-        if m.starts_with("Response: Success") {
-            ok += 1;
-        }
-    }
-    writer.join().unwrap();
+    let _flooder = flood_user_events(port, N);
     std::thread::sleep(Duration::from_millis(500));
     // Reading now: what was buffered, then end of stream (not a read timeout).
     let mut floods = 0;

@@ -121,39 +121,6 @@ fn read_wav(path: &Path) -> Option<Vec<i16>> {
     r.into_samples::<i16>().collect::<Result<Vec<_>, _>>().ok()
 }
 
-/// A 3 s test signal at 8 kHz (tone under an on/off envelope plus noise).
-fn test_signal() -> Vec<i16> {
-    let mut x: u32 = 777;
-    (0..24000)
-        .map(|i| {
-            let t = i as f64 / 8000.0;
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let noise = ((x >> 16) as i32 % 2000 - 1000) as f64;
-            let tone = (2.0 * std::f64::consts::PI * 440.0 * t).sin() * 6000.0;
-            let env = if (i / 800usize).is_multiple_of(3) {
-                1.0
-            } else {
-                0.2
-            };
-            ((tone + noise) * env) as i16
-        })
-        .collect()
-}
-
-fn write_wav(path: &Path, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("wav");
-    for &s in samples {
-        w.write_sample(s).expect("sample");
-    }
-    w.finalize().expect("finalize");
-}
-
 fn mean_abs(x: &[i16]) -> f64 {
     if x.is_empty() {
         return 0.0;
@@ -195,8 +162,8 @@ fn baresip_calls_echo() {
     let bs_port = free_udp_port();
     let (pbx, sip_port) = start_pbx(bs_port);
     let wav = pbx.path("play.wav");
-    let signal = test_signal();
-    write_wav(&wav, &signal);
+    let signal = test_signal(8000, 3000, 440.0, 777);
+    write_wav(&wav, 8000, &signal);
     let mut bs = Baresip::start(
         bs_port,
         &wav,
@@ -231,7 +198,7 @@ fn voxpbx_dials_baresip() {
     let bs_port = free_udp_port();
     let (pbx, _sip_port) = start_pbx(bs_port);
     let wav = pbx.path("play.wav");
-    write_wav(&wav, &test_signal());
+    write_wav(&wav, 8000, &test_signal(8000, 3000, 440.0, 777));
     // Auto-answers; its 3 s of audio outlast the 1.4 s prompt, so voxpbx hangs up first.
     let mut bs = Baresip::start(bs_port, &wav, &[], 10);
     std::thread::sleep(Duration::from_millis(700));

@@ -1,6 +1,9 @@
 //! `voxpbx dial` against SIPp in UAS mode (skipped with a note when /usr/bin/sipp is missing).
 //! The echo test with sample comparison over SIP (through voxpbx's Echo()) is in sip_media.rs.
 
+mod common;
+use common::{free_udp_port, test_signal, write_wav};
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -14,11 +17,6 @@ fn have_sipp() -> bool {
         eprintln!("note: {SIPP} not installed; skipping the SIPp dial test");
         false
     }
-}
-
-fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("addr").port()
 }
 
 /// SIPp's built-in UAS for one call, echoing RTP on its media port.
@@ -61,40 +59,6 @@ impl Drop for Sipp {
     }
 }
 
-/// A 1.5 s test signal with structure (so correlation has one clear peak).
-fn test_signal(rate: u32) -> Vec<i16> {
-    let n = rate as usize * 3 / 2;
-    let mut x: u32 = 12345;
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / rate as f64;
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let noise = ((x >> 16) as i32 % 2000 - 1000) as f64;
-            let tone = (2.0 * std::f64::consts::PI * 523.0 * t).sin() * 6000.0;
-            let env = if (i / (rate as usize / 10)).is_multiple_of(3) {
-                1.0
-            } else {
-                0.2
-            };
-            ((tone + noise) * env) as i16
-        })
-        .collect()
-}
-
-fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("wav");
-    for &s in samples {
-        w.write_sample(s).expect("sample");
-    }
-    w.finalize().expect("finalize");
-}
-
 #[test]
 fn dial_cli_against_sipp_uas() {
     if !have_sipp() {
@@ -103,7 +67,7 @@ fn dial_cli_against_sipp_uas() {
     let dir = tempfile::tempdir().expect("tempdir");
     let play = dir.path().join("play.wav");
     let rec = dir.path().join("rec.wav");
-    write_wav(&play, 16000, &test_signal(16000));
+    write_wav(&play, 16000, &test_signal(16000, 1500, 523.0, 12345));
     let sipp = Sipp::start();
     let out = Command::new(env!("CARGO_BIN_EXE_voxpbx"))
         .arg("dial")

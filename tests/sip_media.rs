@@ -210,33 +210,13 @@ fn rfc4733_dtmf_from_sipp_reaches_read() {
     assert!(pbx.wait_no_channels(10), "{}", pbx.log());
 }
 
-/// A 2 s test signal with structure (a tone under an on/off envelope plus noise).
-fn test_signal(rate: u32) -> Vec<i16> {
-    let n = rate as usize * 2;
-    let mut x: u32 = 12345;
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / rate as f64;
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let noise = ((x >> 16) as i32 % 2000 - 1000) as f64;
-            let tone = (2.0 * std::f64::consts::PI * 523.0 * t).sin() * 6000.0;
-            let env = if (i / (rate as usize / 10)).is_multiple_of(3) {
-                1.0
-            } else {
-                0.2
-            };
-            ((tone + noise) * env) as i16
-        })
-        .collect()
-}
-
 #[test]
 fn echo_over_sip_returns_the_samples_sent() {
     if !have_sipp() {
         return;
     }
     let (pbx, sip_port) = start_pbx("");
-    let signal = test_signal(8000);
+    let signal = test_signal(8000, 2000, 523.0, 12345);
     let mut opts = DialOpts::new(format!("sip:echo@127.0.0.1:{sip_port}"));
     opts.audio = Some(DialAudio::Samples {
         rate: 8000,
@@ -361,7 +341,7 @@ fn rtp_timeout_hangs_up_a_peer_that_stops_sending() {
     let mut opts = DialOpts::new(format!("sip:silent@127.0.0.1:{sip_port}"));
     opts.audio = Some(DialAudio::Samples {
         rate: 8000,
-        samples: test_signal(8000)[..8000].to_vec(),
+        samples: test_signal(8000, 2000, 523.0, 12345)[..8000].to_vec(),
     });
     opts.hangup_after = Some(Duration::from_secs(12));
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -6,10 +6,9 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use voxpbx::bench::corpus::{read_wav, speech_span};
+use voxpbx::bench::corpus::speech_span;
 use voxpbx::bench::stt::{prompt_stop_ms, prompt_tone};
 use voxpbx::bench::wer::wer;
 use voxpbx::sip::ua::{dial, DialAudio, DialOpts, DialSummary};
@@ -19,48 +18,12 @@ fn model() -> Option<PathBuf> {
     m.exists().then_some(m)
 }
 
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// Speak `text` as 8 kHz 16-bit samples (telephone band, no padding).
-fn speak(dir: &Path, name: &str, text: &str) -> Vec<i16> {
-    let raw = dir.join(format!("{name}-raw.wav"));
-    let out = dir.join(format!("{name}.wav"));
-    assert!(Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "150", "-w"])
-        .arg(&raw)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&out)
-        .args(["highpass", "300", "lowpass", "3400"])
-        .status()
-        .unwrap()
-        .success());
-    let (s, rate) = read_wav(&out).unwrap();
-    assert_eq!(rate, 8000);
-    s
-}
-
 fn silence(ms: usize) -> Vec<i16> {
     vec![0; ms * 8]
 }
 
 fn setup() -> Option<PathBuf> {
-    if !(have("espeak-ng") && have("sox")) {
-        eprintln!(
-            "NOTE: espeak-ng or sox missing; speech tests skipped (scripts/setup.sh installs them)"
-        );
+    if !have_tts("speech tests") {
         return None;
     }
     let m = model();
@@ -102,21 +65,8 @@ fn start_pbx(model: &Path, dialplan: &str) -> SipPbx {
         ),
     ]);
     // The prompts: a short tone and a long one (barge-in must cut it).
-    let w = |name: &str, ms: u64| {
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 8000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut wr = hound::WavWriter::create(pbx.path(name), spec).unwrap();
-        for s in prompt_tone(ms) {
-            wr.write_sample(s).unwrap();
-        }
-        wr.finalize().unwrap();
-    };
-    w("short.wav", 300);
-    w("long.wav", 20_000);
+    write_wav(&pbx.path("short.wav"), 8000, &prompt_tone(300));
+    write_wav(&pbx.path("long.wav"), 8000, &prompt_tone(20_000));
     SipPbx { pbx, sip_port }
 }
 

@@ -1,7 +1,7 @@
 //! Local channels: `Local/exten@context[/n]`, a pair of halves joined by media. `;1` is returned
 //! to the requester (Dial, Originate); `;2` runs the dialplan at `exten@context` once called.
 
-use super::{ChanMsg, Channel, Control, ReadEvent, TechLink};
+use super::{ChanMsg, Channel, Control, ReadEvent};
 use crate::core::{Core, Technology};
 use crate::media::Format;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -34,8 +34,7 @@ impl Technology for LocalTech {
         }
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let base = format!("Local/{}@{}-{:08x}", exten, context, seq);
-        let (l1, l2) = TechLink::pair("Local", Format::Slin8);
-        let one = Channel::new(core, format!("{base};1"), l1);
+        let (one, l2) = Channel::alloc(core, format!("{base};1"), "Local", Format::Slin8);
         let mut two = Channel::new(core, format!("{base};2"), l2);
         two.linkedid = one.linkedid.clone();
         two.dnid = exten.clone();

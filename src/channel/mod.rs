@@ -379,6 +379,19 @@ impl Channel {
         ch
     }
 
+    /// Create a channel `name` on a fresh [`TechLink::pair`] of technology `tech` in the native
+    /// format `native` (registered with the core like [`Channel::new`]); returns it with the
+    /// other end of the link, for the technology's driver.
+    pub fn alloc(
+        core: &Arc<Core>,
+        name: String,
+        tech: &'static str,
+        native: Format,
+    ) -> (Channel, TechLink) {
+        let (driver, link) = TechLink::pair(tech, native);
+        (Channel::new(core, name, link), driver)
+    }
+
     pub fn handle(&self) -> ChannelHandle {
         ChannelHandle {
             id: self.id,
@@ -970,5 +983,33 @@ impl Registry {
             .into_iter()
             .filter(|(_, s)| s.name.to_ascii_lowercase().starts_with(&p))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn alloc_registers_the_channel_and_joins_the_driver_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dirs, options) = crate::runtime::read_main_conf(dir.path()).unwrap();
+        let core = Core::new(dirs, options, crate::dialplan::Dialplan::default());
+        let (mut chan, driver) = Channel::alloc(&core, "Test/a-1".into(), "Test", Format::Ulaw);
+        assert_eq!(chan.tech(), "Test");
+        assert_eq!(chan.native_format(), Format::Ulaw);
+        assert_eq!(driver.native, Format::Ulaw);
+        assert!(core.channels.find("Test/a-1").is_some());
+        driver
+            .tx
+            .send(ChanMsg::Control(Control::Answer))
+            .await
+            .unwrap();
+        assert!(matches!(
+            chan.read().await,
+            ReadEvent::Control(Control::Answer)
+        ));
+        chan.hangup(16);
+        assert!(core.channels.find("Test/a-1").is_none());
     }
 }

@@ -162,9 +162,14 @@ mod tests {
             data: &str,
             _requestor: Option<&Channel>,
         ) -> Result<Channel, String> {
-            let (mine, theirs) = TechLink::pair("Far", crate::media::Format::Slin8);
+            let (chan, theirs) = Channel::alloc(
+                core,
+                format!("Far/{data}-1"),
+                "Far",
+                crate::media::Format::Slin8,
+            );
             self.links.lock().push(theirs);
-            Ok(Channel::new(core, format!("Far/{data}-1"), mine))
+            Ok(chan)
         }
     }
 

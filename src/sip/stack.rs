@@ -472,6 +472,14 @@ pub struct SipStack {
 
 static CHAN_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A new `PJSIP/<endpoint>-<8 hex>` channel in `codec`'s format (see [`Channel::alloc`]) and
+/// the link end for its call driver.
+fn new_pjsip_channel(core: &Arc<Core>, endpoint: &str, codec: Codec) -> (Channel, TechLink) {
+    let seq = CHAN_SEQ.fetch_add(1, Ordering::Relaxed) ^ rand::random::<u32>();
+    let name = format!("PJSIP/{endpoint}-{seq:08x}");
+    Channel::alloc(core, name, "PJSIP", codec.format())
+}
+
 impl SipStack {
     fn local_ip(bind: SocketAddr) -> IpAddr {
         if bind.ip().is_unspecified() {
@@ -1458,10 +1466,8 @@ async fn inbound_call(
         .as_sip()
         .and_then(|u| u.user.clone())
         .unwrap_or_else(|| "s".to_string());
-    let seq = CHAN_SEQ.fetch_add(1, Ordering::Relaxed) ^ rand::random::<u32>();
-    let name = format!("PJSIP/{}-{:08x}", ep.name, seq);
-    let (mine, theirs) = TechLink::pair("PJSIP", codec.format());
-    let mut chan = Channel::new(&core, name.clone(), theirs);
+    let (mut chan, mine) = new_pjsip_channel(&core, &ep.name, codec);
+    let name = chan.name.clone();
     if let Ok(from) = invite.headers.from() {
         let num = from
             .uri
@@ -1857,10 +1863,8 @@ impl crate::core::Technology for PjsipTech {
             .clone()
             .ok_or_else(|| "no PJSIP transport".to_string())?;
         let codec = ep.allow.first().copied().unwrap_or(Codec::Pcmu);
-        let seq = CHAN_SEQ.fetch_add(1, Ordering::Relaxed) ^ rand::random::<u32>();
-        let name = format!("PJSIP/{}-{:08x}", ep.name, seq);
-        let (mine, theirs) = TechLink::pair("PJSIP", codec.format());
-        let chan = Channel::new(core, name.clone(), theirs);
+        let (chan, mine) = new_pjsip_channel(core, &ep.name, codec);
+        let name = chan.name.clone();
         tokio::spawn(async move {
             stack
                 .calls

@@ -1,5 +1,6 @@
 //! Shared helpers for integration tests: start the real `voxpbx` binary on a temporary
-//! configuration directory, run console commands, find free ports, wait for files.
+//! configuration directory, run console commands, find free ports, wait for files; test audio
+//! (espeak-ng speech, a structured test signal, WAV writing).
 #![allow(dead_code)]
 
 use std::net::{TcpListener, UdpSocket};
@@ -172,4 +173,91 @@ pub fn wait_file(path: &Path, secs: u64) -> Option<String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// Whether `cmd` is on the PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Whether espeak-ng and sox (for [`speak`]) are installed; prints a NOTE that `what` is
+/// skipped when they are not.
+pub fn have_tts(what: &str) -> bool {
+    if have("espeak-ng") && have("sox") {
+        return true;
+    }
+    eprintln!("NOTE: espeak-ng or sox missing (scripts/setup.sh installs them): {what} skipped");
+    false
+}
+
+/// Speak `text` with espeak-ng (en-us, 150 wpm) and convert it with sox to `dir/<name>.wav`,
+/// 8 kHz mono 16-bit, applying the sox `effects` on the way. Returns the WAV's path.
+pub fn speak_wav(dir: &Path, name: &str, text: &str, effects: &[&str]) -> PathBuf {
+    let raw = dir.join(format!("{name}-raw.wav"));
+    let out = dir.join(format!("{name}.wav"));
+    assert!(Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&out)
+        .args(effects)
+        .status()
+        .unwrap()
+        .success());
+    out
+}
+
+/// Speak `text` as 8 kHz 16-bit samples in the telephone band (300-3400 Hz), no padding.
+pub fn speak(dir: &Path, name: &str, text: &str) -> Vec<i16> {
+    let wav = speak_wav(dir, name, text, &["highpass", "300", "lowpass", "3400"]);
+    let (s, rate) = voxpbx::bench::corpus::read_wav(&wav).unwrap();
+    assert_eq!(rate, 8000);
+    s
+}
+
+/// A test signal with structure, so that correlation has one clear peak: a `hz` tone under a
+/// 100 ms on / 200 ms low envelope plus LCG noise seeded with `seed`, `ms` long at `rate`.
+pub fn test_signal(rate: u32, ms: u32, hz: f64, seed: u32) -> Vec<i16> {
+    let n = rate as usize * ms as usize / 1000;
+    let mut x: u32 = seed;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / rate as f64;
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let noise = ((x >> 16) as i32 % 2000 - 1000) as f64;
+            let tone = (2.0 * std::f64::consts::PI * hz * t).sin() * 6000.0;
+            let env = if (i / (rate as usize / 10)).is_multiple_of(3) {
+                1.0
+            } else {
+                0.2
+            };
+            ((tone + noise) * env) as i16
+        })
+        .collect()
+}
+
+/// Write `samples` as a mono 16-bit WAV at `rate`.
+pub fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for &s in samples {
+        w.write_sample(s).expect("sample");
+    }
+    w.finalize().expect("finalize");
 }
