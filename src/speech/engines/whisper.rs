@@ -560,7 +560,7 @@ fn map_results(t: &Transcript, m: &Mapping) -> Vec<SpeechResult> {
             }
         }
     }
-    rest.sort_by(|a, b| b.score.cmp(&a.score));
+    rest.sort_by_key(|r| std::cmp::Reverse(r.score));
     first
         .into_iter()
         .chain(rest)
