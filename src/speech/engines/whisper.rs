@@ -1984,6 +1984,31 @@ mod tests {
         );
     }
 
+    /// `vad = silero` with its files missing: the engine fails to load with one line naming
+    /// the file and the install command (needs the whisper model to get that far).
+    #[test]
+    fn silero_vad_missing_files_fail_engine_load() {
+        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+        if !model.exists() {
+            eprintln!("NOTE: {} missing; test skipped", model.display());
+            return;
+        }
+        let s = WhisperSettings {
+            model,
+            vad: VadKind::Silero,
+            vad_model: PathBuf::from("/nonexistent/silero_vad.onnx"),
+            pool_size: 1,
+            ..Default::default()
+        };
+        let e = WhisperEngine::new("w", s).unwrap_err();
+        assert!(
+            !e.contains('\n')
+                && e.contains("/nonexistent/silero_vad.onnx")
+                && e.contains("voxpbx models install silero"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn upsampler_length_and_tone() {
         let mut up = Upsampler::new(8000, 16000).unwrap();
