@@ -37,6 +37,7 @@ fi
 
 echo "==> speech model"
 $VOXPBX models install tiny.en
+$VOXPBX models install silero
 
 echo "==> demo prompts"
 scripts/make-prompts.sh

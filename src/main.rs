@@ -30,7 +30,7 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log: String,
     },
-    /// Speech models: `models list`, `models install [tiny.en|base]`.
+    /// Speech models: `models list`, `models install [tiny.en|base|silero]`.
     Models {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -3,6 +3,7 @@ pub mod engine;
 pub mod engines;
 pub mod grammar;
 pub mod setup;
+pub mod silero;
 pub mod vad;
 
 pub use engine::{

@@ -6,22 +6,58 @@
 //!   synthetic decisions and never reads a clock. It finds the speech onset (a minimum amount of
 //!   voiced audio, so clicks do not count), a speculative pause point (LATENCY.md lever 2), the
 //!   endpoint (trailing silence), the no-input timeout and the maximum utterance length.
-//! - [`Vad`]: webrtc-vad (libfvad) producing those decisions on 20 ms chunks of 8 kHz or
-//!   16 kHz signed-linear audio, whatever the size of the frames it is given.
+//! - [`Vad`]: a detector producing those decisions on chunks of 8 kHz or 16 kHz signed-linear
+//!   audio, whatever the size of the frames it is given: webrtc-vad (libfvad, 20 ms chunks, the
+//!   default) or Silero VAD through ONNX Runtime ([`crate::speech::silero`], 32 ms chunks). The
+//!   endpointer is told each chunk's duration, so its timers mean the same with either.
 //!
 //! libfvad's detector is a plain heap struct without globals or thread-locals, but the
 //! `webrtc_vad::Vad` wrapper holds a raw pointer and is therefore not `Send`. A recognizer
 //! session is `Send` (it moves with its channel task between runtime threads), so the detector
 //! is wrapped in [`SendVad`]; see the SAFETY note there.
 
+use crate::speech::silero::{SileroDetector, SileroError};
 use webrtc_vad::{SampleRate, VadMode};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VadError {
     #[error("VAD supports 8000 and 16000 Hz audio, not {0} Hz")]
     UnsupportedRate(u32),
     #[error("VAD aggressiveness must be 0..=3, not {0}")]
     BadAggressiveness(u8),
+    #[error("{0}")]
+    Silero(#[from] SileroError),
+}
+
+/// Which detector a [`Vad`] runs (`vad = webrtc|silero` in speech.conf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VadKind {
+    #[default]
+    Webrtc,
+    Silero,
+}
+
+impl VadKind {
+    pub fn parse(s: &str) -> Result<VadKind, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "webrtc" => Ok(VadKind::Webrtc),
+            "silero" => Ok(VadKind::Silero),
+            _ => Err(format!("unknown vad '{}' (webrtc or silero)", s.trim())),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VadKind::Webrtc => "webrtc",
+            VadKind::Silero => "silero",
+        }
+    }
+}
+
+impl std::fmt::Display for VadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Endpointing parameters, all in milliseconds of audio. A zero disables a timer
@@ -275,48 +311,115 @@ fn vad_mode(aggressiveness: u8) -> Result<VadMode, VadError> {
     })
 }
 
-/// webrtc-vad detector + [`Endpointer`], fed with signed-linear samples of any frame size.
+/// The per-chunk classifier behind a [`Vad`].
+#[derive(Debug)]
+enum Detector {
+    Webrtc(SendVad),
+    Silero(Box<SileroDetector>),
+}
+
+/// A detector (webrtc-vad or Silero) + [`Endpointer`], fed with signed-linear samples of any
+/// frame size.
 #[derive(Debug)]
 pub struct Vad {
-    detector: SendVad,
+    detector: Detector,
     rate: u32,
+    /// webrtc-vad mode (kept, and validated, with Silero too: a call may set it either way).
     aggressiveness: u8,
     /// Samples of the chunk being filled (allocated once, `chunk_len` long).
     chunk: Vec<i16>,
     fill: usize,
     chunk_len: usize,
+    /// Duration of one chunk, told to the endpointer per step.
+    chunk_ms: u32,
     endpointer: Endpointer,
 }
 
 impl Vad {
-    /// `rate` 8000 or 16000, `aggressiveness` 0 (least) ..= 3 (most restrictive).
+    /// webrtc-vad: `rate` 8000 or 16000, `aggressiveness` 0 (least) ..= 3 (most restrictive).
     pub fn new(rate: u32, aggressiveness: u8, cfg: EndpointConfig) -> Result<Vad, VadError> {
         let sr = sample_rate(rate)?;
         let mode = vad_mode(aggressiveness)?;
         let chunk_len = (rate / 1000 * VAD_CHUNK_MS) as usize;
         Ok(Vad {
-            detector: SendVad(webrtc_vad::Vad::new_with_rate_and_mode(sr, mode)),
+            detector: Detector::Webrtc(SendVad(webrtc_vad::Vad::new_with_rate_and_mode(sr, mode))),
             rate,
             aggressiveness,
             chunk: vec![0; chunk_len],
             fill: 0,
             chunk_len,
+            chunk_ms: VAD_CHUNK_MS,
             endpointer: Endpointer::new(cfg),
         })
+    }
+
+    /// Silero VAD: the detector's rate and 32 ms chunks (from
+    /// [`SileroModel::detector`](crate::speech::silero::SileroModel::detector)).
+    pub fn silero(mut detector: SileroDetector, cfg: EndpointConfig) -> Vad {
+        detector.reset();
+        let rate = detector.rate();
+        let chunk_len = detector.chunk_len();
+        let chunk_ms = (chunk_len as u64 * 1000 / u64::from(rate)) as u32;
+        Vad {
+            detector: Detector::Silero(Box::new(detector)),
+            rate,
+            aggressiveness: 2,
+            chunk: vec![0; chunk_len],
+            fill: 0,
+            chunk_len,
+            chunk_ms,
+            endpointer: Endpointer::new(cfg),
+        }
+    }
+
+    pub fn kind(&self) -> VadKind {
+        match self.detector {
+            Detector::Webrtc(_) => VadKind::Webrtc,
+            Detector::Silero(_) => VadKind::Silero,
+        }
     }
 
     pub fn rate(&self) -> u32 {
         self.rate
     }
 
+    /// Duration of the chunks the detector classifies (20 ms webrtc, 32 ms Silero).
+    pub fn chunk_ms(&self) -> u32 {
+        self.chunk_ms
+    }
+
     pub fn aggressiveness(&self) -> u8 {
         self.aggressiveness
     }
 
+    /// webrtc-vad's mode; validated and remembered but without effect on Silero.
     pub fn set_aggressiveness(&mut self, aggressiveness: u8) -> Result<(), VadError> {
         let mode = vad_mode(aggressiveness)?;
-        self.detector.0.set_mode(mode);
+        if let Detector::Webrtc(d) = &mut self.detector {
+            d.0.set_mode(mode);
+        }
         self.aggressiveness = aggressiveness;
+        Ok(())
+    }
+
+    /// Silero's speech probability threshold (0..=1); None for webrtc-vad.
+    pub fn threshold(&self) -> Option<f32> {
+        match &self.detector {
+            Detector::Silero(d) => Some(d.threshold()),
+            Detector::Webrtc(_) => None,
+        }
+    }
+
+    /// Set Silero's threshold (validated; without effect on webrtc-vad).
+    pub fn set_threshold(&mut self, threshold: f32) -> Result<(), VadError> {
+        match &mut self.detector {
+            Detector::Silero(d) => d.set_threshold(threshold)?,
+            Detector::Webrtc(_) => {
+                if !(0.0..=1.0).contains(&threshold) {
+                    return Err(SileroError::BadThreshold(threshold).into());
+                }
+            }
+        }
         Ok(())
     }
 
@@ -330,20 +433,32 @@ impl Vad {
 
     /// Start a new recognition: detector history, partial chunk and endpointer cleared.
     pub fn reset(&mut self) {
-        // fvad_reset restores the default rate and mode: set ours again (both are valid, so
-        // the crate's internal asserts cannot fire).
-        self.detector.0.reset();
-        if let (Ok(sr), Ok(mode)) = (sample_rate(self.rate), vad_mode(self.aggressiveness)) {
-            self.detector.0.set_sample_rate(sr);
-            self.detector.0.set_mode(mode);
+        match &mut self.detector {
+            Detector::Webrtc(d) => {
+                // fvad_reset restores the default rate and mode: set ours again (both are
+                // valid, so the crate's internal asserts cannot fire).
+                d.0.reset();
+                if let (Ok(sr), Ok(mode)) = (sample_rate(self.rate), vad_mode(self.aggressiveness))
+                {
+                    d.0.set_sample_rate(sr);
+                    d.0.set_mode(mode);
+                }
+            }
+            Detector::Silero(d) => d.reset(),
         }
         self.fill = 0;
         self.endpointer.reset();
     }
 
-    /// Classify one complete chunk (`VAD_CHUNK_MS` long at `rate`).
+    /// Classify one complete chunk ([`chunk_ms`](Self::chunk_ms) long at `rate`).
     pub fn is_voiced(&mut self, chunk: &[i16]) -> bool {
-        chunk.len() == self.chunk_len && self.detector.0.is_voice_segment(chunk).unwrap_or(false)
+        if chunk.len() != self.chunk_len {
+            return false;
+        }
+        match &mut self.detector {
+            Detector::Webrtc(d) => d.0.is_voice_segment(chunk).unwrap_or(false),
+            Detector::Silero(d) => d.is_voiced(chunk),
+        }
     }
 
     /// Feed samples; `on_event` is called for every endpointer event, in order.
@@ -355,13 +470,13 @@ impl Vad {
             samples = &samples[take..];
             if self.fill == self.chunk_len {
                 self.fill = 0;
-                // The chunk has exactly the length libfvad accepts, so this cannot be Err.
-                let voiced = self
-                    .detector
-                    .0
-                    .is_voice_segment(&self.chunk)
-                    .unwrap_or(false);
-                if let Some(ev) = self.endpointer.step(voiced, VAD_CHUNK_MS) {
+                let voiced = match &mut self.detector {
+                    // The chunk has exactly the length libfvad accepts, so this cannot be Err.
+                    Detector::Webrtc(d) => d.0.is_voice_segment(&self.chunk).unwrap_or(false),
+                    // Inference errors count as unvoiced (logged once by the detector).
+                    Detector::Silero(d) => d.is_voiced(&self.chunk),
+                };
+                if let Some(ev) = self.endpointer.step(voiced, self.chunk_ms) {
                     on_event(ev);
                 }
             }

@@ -11,8 +11,11 @@
 //! no_input_ms = 5000     ; no speech within this time: DONE without results (0 = never)
 //! max_utterance_ms = 15000
 //! min_speech_ms = 80     ; voiced audio needed for an onset (barge-in)
-//! vad = webrtc
-//! vad_aggressiveness = 2
+//! vad = webrtc          ; webrtc | silero (Silero VAD: `voxpbx models install silero`)
+//! vad_aggressiveness = 2 ; webrtc: 0..3
+//! vad_threshold = 0.5    ; silero: speech probability that starts speech (ends 0.15 below)
+//! vad_model = models/silero_vad.onnx
+//! onnxruntime = models/libonnxruntime.so.1.31.1   ; ORT_DYLIB_PATH overrides it
 //! pool_size = 2          ; concurrent inferences (one Whisper state each)
 //! queue_size = 2         ; utterances that may wait for a free worker; beyond: busy error
 //! speculative = yes      ; decode after speculative_ms of silence, keep it if silence holds
@@ -53,7 +56,8 @@ use crate::speech::engine::{
 };
 use crate::speech::engines::beam;
 use crate::speech::grammar::{self, Grammar};
-use crate::speech::vad::{EndReason, EndpointConfig, Vad, VadEvent};
+use crate::speech::silero::{self, SileroModel};
+use crate::speech::vad::{EndReason, EndpointConfig, Vad, VadEvent, VadKind};
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rubato::{FftFixedInOut, Resampler};
@@ -141,7 +145,8 @@ impl std::fmt::Display for AudioCtx {
     }
 }
 
-/// Engine and per-call settings. Engine-only keys: `model`, `pool_size`, `queue_size`, `vad`.
+/// Engine and per-call settings. Engine-only keys: `model`, `pool_size`, `queue_size`, `vad`,
+/// `vad_model`, `onnxruntime`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WhisperSettings {
     pub model: PathBuf,
@@ -151,6 +156,13 @@ pub struct WhisperSettings {
     pub endpoint: EndpointConfig,
     pub speculative: bool,
     pub vad_aggressiveness: u8,
+    /// Voice activity detector (engine-level).
+    pub vad: VadKind,
+    /// Silero: the ONNX model and the ONNX Runtime library (`ORT_DYLIB_PATH` overrides it).
+    pub vad_model: PathBuf,
+    pub onnxruntime: PathBuf,
+    /// Silero: speech probability that starts speech (0..=1).
+    pub vad_threshold: f32,
     pub pool_size: usize,
     pub queue_size: usize,
     pub audio_ctx: AudioCtx,
@@ -171,6 +183,10 @@ impl Default for WhisperSettings {
             endpoint: EndpointConfig::default(),
             speculative: true,
             vad_aggressiveness: 2,
+            vad: VadKind::Webrtc,
+            vad_model: PathBuf::from(silero::DEFAULT_MODEL),
+            onnxruntime: PathBuf::from(silero::DEFAULT_LIBRARY),
+            vad_threshold: silero::DEFAULT_THRESHOLD,
             pool_size: 2,
             queue_size: 2,
             audio_ctx: AudioCtx::Auto,
@@ -194,6 +210,7 @@ const SESSION_KEYS: &[&str] = &[
     "speculative",
     "speculative_ms",
     "vad_aggressiveness",
+    "vad_threshold",
     "audio_ctx",
     "grammar_threshold",
     "grammar_prompt",
@@ -201,7 +218,14 @@ const SESSION_KEYS: &[&str] = &[
     "nbest",
 ];
 /// Keys only speech.conf sets.
-const ENGINE_KEYS: &[&str] = &["model", "pool_size", "queue_size", "vad"];
+const ENGINE_KEYS: &[&str] = &[
+    "model",
+    "pool_size",
+    "queue_size",
+    "vad",
+    "vad_model",
+    "onnxruntime",
+];
 const NUMERIC_KEYS: &[&str] = &[
     "threads",
     "beam_size",
@@ -280,16 +304,24 @@ impl WhisperSettings {
             "min_speech_ms" => self.endpoint.min_speech_ms = parse_num(v, 20, 2_000)?,
             "speculative" => self.speculative = parse_bool(v)?,
             "speculative_ms" => self.endpoint.speculative_ms = parse_num(v, 60, 5_000)?,
-            "vad" => match v.to_ascii_lowercase().as_str() {
-                "webrtc" => {}
-                "silero" => {
-                    return Err(
-                        "vad = silero is not built into this voxpbx; use vad = webrtc".into(),
-                    );
-                }
-                _ => return Err(format!("unknown vad '{v}' (webrtc)")),
-            },
+            "vad" => self.vad = VadKind::parse(v)?,
             "vad_aggressiveness" => self.vad_aggressiveness = parse_num(v, 0, 3)?,
+            "vad_threshold" => {
+                self.vad_threshold = match v.parse::<f32>() {
+                    Ok(t) if (0.0..=1.0).contains(&t) => t,
+                    _ => return Err(format!("expected a number from 0.0 to 1.0, got '{v}'")),
+                }
+            }
+            "vad_model" | "onnxruntime" => {
+                if v.is_empty() {
+                    return Err(format!("{} path is empty", key.trim()));
+                }
+                if key.trim().eq_ignore_ascii_case("vad_model") {
+                    self.vad_model = PathBuf::from(v);
+                } else {
+                    self.onnxruntime = PathBuf::from(v);
+                }
+            }
             "pool_size" => self.pool_size = parse_num(v, 1, 64)?,
             "queue_size" => self.queue_size = parse_num(v, 1, 1024)?,
             "audio_ctx" => self.audio_ctx = AudioCtx::parse(v)?,
@@ -320,8 +352,11 @@ impl WhisperSettings {
             "min_speech_ms" => self.endpoint.min_speech_ms.to_string(),
             "speculative" => yes_no(self.speculative).into(),
             "speculative_ms" => self.endpoint.speculative_ms.to_string(),
-            "vad" => "webrtc".into(),
+            "vad" => self.vad.to_string(),
             "vad_aggressiveness" => self.vad_aggressiveness.to_string(),
+            "vad_threshold" => self.vad_threshold.to_string(),
+            "vad_model" => self.vad_model.display().to_string(),
+            "onnxruntime" => self.onnxruntime.display().to_string(),
             "pool_size" => self.pool_size.to_string(),
             "queue_size" => self.queue_size.to_string(),
             "audio_ctx" => self.audio_ctx.to_string(),
@@ -366,6 +401,8 @@ impl WhisperSettings {
                 .map_err(|e| format!("speech.conf [{}] {key} = {v}: {e}", section.name))?;
         }
         s.model = resolve_model_path(&s.model, section);
+        s.vad_model = resolve_model_path(&s.vad_model, section);
+        s.onnxruntime = resolve_model_path(&s.onnxruntime, section);
         Ok(s)
     }
 }
@@ -1121,6 +1158,8 @@ struct Core {
     name: String,
     ctx: Arc<WhisperContext>,
     settings: WhisperSettings,
+    /// `vad = silero`: the model and its session pool (shared by the engine's sessions).
+    silero: Option<Arc<SileroModel>>,
     sender: mpsc::SyncSender<Job>,
     running: Arc<AtomicUsize>,
     grammar_cache: Mutex<HashMap<PathBuf, CachedGrammar>>,
@@ -1238,6 +1277,13 @@ impl WhisperEngine {
 
     pub fn new(name: &str, settings: WhisperSettings) -> Result<WhisperEngine, String> {
         check_model_file(&settings.model)?;
+        let silero = match settings.vad {
+            VadKind::Silero => Some(
+                SileroModel::load(&settings.vad_model, &settings.onnxruntime)
+                    .map_err(|e| format!("whisper engine '{name}': vad = silero: {e}"))?,
+            ),
+            VadKind::Webrtc => None,
+        };
         // Route whisper.cpp's logging away from stderr (no log backend feature: dropped), so a
         // failure is the one line below.
         whisper_rs::install_logging_hooks();
@@ -1289,6 +1335,7 @@ impl WhisperEngine {
                 name: name.to_string(),
                 ctx,
                 settings,
+                silero,
                 sender: tx,
                 running,
                 grammar_cache: Mutex::new(HashMap::new()),
@@ -1354,12 +1401,18 @@ impl WhisperEngine {
         }
         let settings = self.core.settings.clone();
         let rate = format.rate();
-        let vad = Vad::new(
-            rate,
-            settings.vad_aggressiveness,
-            settings.endpoint_config(),
-        )
-        .map_err(|e| SpeechError::Engine(e.to_string()))?;
+        let vad = match &self.core.silero {
+            Some(m) => m
+                .detector(rate, settings.vad_threshold)
+                .map(|d| Vad::silero(d, settings.endpoint_config()))
+                .map_err(|e| SpeechError::Engine(e.to_string()))?,
+            None => Vad::new(
+                rate,
+                settings.vad_aggressiveness,
+                settings.endpoint_config(),
+            )
+            .map_err(|e| SpeechError::Engine(e.to_string()))?,
+        };
         let link = Arc::new(SessionLink {
             shared: shared.clone(),
             epoch: Mutex::new(0),
@@ -1688,6 +1741,9 @@ impl WhisperSession {
         self.vad
             .set_aggressiveness(self.settings.vad_aggressiveness)
             .map_err(|e| SpeechError::Engine(e.to_string()))?;
+        self.vad
+            .set_threshold(self.settings.vad_threshold)
+            .map_err(|e| SpeechError::Engine(e.to_string()))?;
         self.rebuild();
         Ok(())
     }
@@ -1973,9 +2029,53 @@ mod tests {
         assert!(s.set("language", "klingon").is_err());
         assert!(s.set("speculative", "maybe").is_err());
         assert!(s.set("nonsense", "1").is_err());
-        let e = s.set("vad", "silero").unwrap_err();
-        assert!(e.contains("not built"), "{e}");
         assert!(s.get("nonsense").is_none());
+    }
+
+    #[test]
+    fn vad_settings() {
+        let mut s = WhisperSettings::default();
+        assert_eq!(s.get("vad").as_deref(), Some("webrtc"));
+        assert_eq!(s.get("vad_threshold").as_deref(), Some("0.5"));
+        assert_eq!(
+            s.get("vad_model").as_deref(),
+            Some("models/silero_vad.onnx")
+        );
+        assert_eq!(
+            s.get("onnxruntime").as_deref(),
+            Some("models/libonnxruntime.so.1.31.1")
+        );
+        s.set("vad", "Silero").unwrap();
+        s.set("vad_threshold", "0.65").unwrap();
+        s.set("vad_model", "/opt/vad.onnx").unwrap();
+        s.set("onnxruntime", "/opt/libonnxruntime.so").unwrap();
+        assert_eq!(s.vad, VadKind::Silero);
+        assert_eq!(s.get("vad").as_deref(), Some("silero"));
+        assert_eq!(s.get("vad_threshold").as_deref(), Some("0.65"));
+        assert_eq!(s.vad_model, PathBuf::from("/opt/vad.onnx"));
+        assert_eq!(s.onnxruntime, PathBuf::from("/opt/libonnxruntime.so"));
+        s.set("vad", "webrtc").unwrap();
+        assert_eq!(s.vad, VadKind::Webrtc);
+        let e = s.set("vad", "energy").unwrap_err();
+        assert!(
+            e.contains("unknown vad 'energy'") && e.contains("silero"),
+            "{e}"
+        );
+        for bad in ["1.5", "-0.1", "half", "", "NaN"] {
+            let e = s.set("vad_threshold", bad).unwrap_err();
+            assert!(e.contains("0.0 to 1.0"), "{bad}: {e}");
+        }
+        assert_eq!(s.vad_threshold, 0.65);
+        assert!(s.set("vad_model", " ").unwrap_err().contains("empty"));
+        assert!(s.set("onnxruntime", "").unwrap_err().contains("empty"));
+        // Per call: the threshold yes, the detector and its files no.
+        assert!(SESSION_KEYS.contains(&"vad_threshold"));
+        for k in ["vad", "vad_model", "onnxruntime"] {
+            assert!(
+                ENGINE_KEYS.contains(&k) && !SESSION_KEYS.contains(&k),
+                "{k}"
+            );
+        }
     }
 
     fn section(entries: &[(&str, &str)]) -> Section {
@@ -2017,8 +2117,22 @@ mod tests {
         assert_eq!(s.audio_ctx, AudioCtx::Full);
         let e = WhisperSettings::from_section(&section(&[("threads", "two")])).unwrap_err();
         assert!(e.contains("speech.conf:2"), "{e}");
-        let e = WhisperSettings::from_section(&section(&[("vad", "silero")])).unwrap_err();
-        assert!(e.contains("silero"), "{e}");
+        let s = WhisperSettings::from_section(&section(&[
+            ("vad", "silero"),
+            ("vad_threshold", "0.6"),
+            ("vad_model", "/nonexistent/vad.onnx"),
+        ]))
+        .unwrap();
+        assert_eq!(s.vad, VadKind::Silero);
+        assert_eq!(s.vad_threshold, 0.6);
+        assert_eq!(s.vad_model, PathBuf::from("/nonexistent/vad.onnx"));
+        let e = WhisperSettings::from_section(&section(&[("vad", "rnnoise")])).unwrap_err();
+        assert!(e.contains("speech.conf [whisper] vad = rnnoise"), "{e}");
+        let e = WhisperSettings::from_section(&section(&[("vad_threshold", "2")])).unwrap_err();
+        assert!(
+            e.contains("vad_threshold") && e.contains("0.0 to 1.0"),
+            "{e}"
+        );
         assert!(WhisperSettings::from_section(&section(&[("type", "aeap")])).is_err());
     }
 
@@ -2060,6 +2174,31 @@ mod tests {
         .unwrap_err();
         assert!(
             !e.contains('\n') && e.contains("voxpbx models install base"),
+            "{e}"
+        );
+    }
+
+    /// `vad = silero` with its files missing: the engine fails to load with one line naming
+    /// the file and the install command (needs the whisper model to get that far).
+    #[test]
+    fn silero_vad_missing_files_fail_engine_load() {
+        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+        if !model.exists() {
+            eprintln!("NOTE: {} missing; test skipped", model.display());
+            return;
+        }
+        let s = WhisperSettings {
+            model,
+            vad: VadKind::Silero,
+            vad_model: PathBuf::from("/nonexistent/silero_vad.onnx"),
+            pool_size: 1,
+            ..Default::default()
+        };
+        let e = WhisperEngine::new("w", s).unwrap_err();
+        assert!(
+            !e.contains('\n')
+                && e.contains("/nonexistent/silero_vad.onnx")
+                && e.contains("voxpbx models install silero"),
             "{e}"
         );
     }
