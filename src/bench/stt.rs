@@ -1,9 +1,9 @@
 //! `voxpbx bench stt`: speech-to-text latency over real SIP calls.
 //!
 //! Paths measured side by side in one run (so ratios hold on a loaded machine):
-//! - `floor`: the clips through whisper-rs directly (no PBX, no RTP), with the settings the
-//!   whisper engine uses for short commands (greedy, no timestamps, single segment, language
-//!   fixed, `audio_ctx` sized to the clip, full window when that yields no text).
+//! - `floor`: the clips straight into the engine's inference pool (`WhisperEngine::
+//!   transcribe_direct`: no PBX, no RTP, no VAD), so the floor has the engine's settings,
+//!   resampler, window sizing and repetition-loop cut.
 //! - `sip`: a voxpbx daemon started by the bench (or a running one given with `--target`)
 //!   answers SIP calls placed with [`crate::sip::ua::dial`]; each call streams one clip as RTP at
 //!   real-time pace into `SpeechBackground` running the engine in process, while the daemon
@@ -49,7 +49,9 @@ use tokio::sync::Notify;
 
 use super::corpus::{self, Clip};
 use super::wer::{self, WerResult};
+use crate::config::{ConfFile, Section};
 use crate::sip::ua::{dial, DialAudio, DialOpts, DialSummary};
+use crate::speech::engines::whisper::{WhisperEngine, WhisperSettings};
 
 /// Codec of the calls (the daemon's endpoint allows only this one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -266,35 +268,28 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
     Some(s[rank.min(s.len()) - 1])
 }
 
-fn engine_sections(target: &Path) -> anyhow::Result<Vec<(String, HashMap<String, String>)>> {
-    let text = std::fs::read_to_string(target.join("speech.conf"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", target.join("speech.conf").display()))?;
-    let mut out: Vec<(String, HashMap<String, String>)> = Vec::new();
-    for line in text.lines() {
-        let l = line.split(';').next().unwrap_or("").trim();
-        if l.starts_with('[') {
-            let name = l
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            out.push((name, HashMap::new()));
-        } else if let (Some((k, v)), Some(last)) = (l.split_once('='), out.last_mut()) {
-            let k = k.trim().trim_end_matches('>').trim().to_ascii_lowercase();
-            last.1.insert(k, v.trim().to_string());
-        }
-    }
-    Ok(out)
+/// The engine sections of `<conf>/speech.conf`, read by the daemon's own config parser.
+fn engine_sections(conf: &Path) -> anyhow::Result<Vec<Section>> {
+    let file = ConfFile::load_optional(conf, "speech.conf")
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .ok_or_else(|| anyhow::anyhow!("{}: not found", conf.join("speech.conf").display()))?;
+    Ok(file.real_sections().cloned().collect())
 }
 
-fn model_path(target: &Path, model: &str) -> PathBuf {
+/// `type = whisper` (the engines with a floor and an AEAP hop).
+fn is_whisper(s: &Section) -> bool {
+    s.get("type")
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("whisper"))
+}
+
+/// A speech.conf model path as the bench resolves it: absolute, next to the conf, or in the
+/// repository's `models/`.
+fn model_path(conf: &Path, model: &str) -> PathBuf {
     let p = PathBuf::from(model);
     if p.is_absolute() {
         return p;
     }
-    let t = target.join(&p);
+    let t = conf.join(&p);
     if t.exists() {
         return t;
     }
@@ -308,116 +303,33 @@ fn model_path(target: &Path, model: &str) -> PathBuf {
     }
 }
 
-/// 8 kHz i16 -> 16 kHz f32 (linear interpolation; the band is already limited to 3.4 kHz).
-pub fn upsample_8k_16k(s: &[i16]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(s.len() * 2);
-    for (i, &a) in s.iter().enumerate() {
-        let a = f32::from(a) / 32768.0;
-        let b = s.get(i + 1).map(|&b| f32::from(b) / 32768.0).unwrap_or(a);
-        out.push(a);
-        out.push((a + b) * 0.5);
-    }
-    out
-}
-
-struct Floor {
-    state: whisper_rs::WhisperState,
-    threads: i32,
-    language: String,
-    n_audio_ctx: i32,
-}
-
-impl Floor {
-    fn load(model: &Path, threads: i32, language: &str) -> anyhow::Result<Floor> {
-        whisper_rs::install_logging_hooks();
-        let ctx = whisper_rs::WhisperContext::new_with_params(
-            model,
-            whisper_rs::WhisperContextParameters::default(),
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
-        let state = ctx
-            .create_state()
-            .map_err(|e| anyhow::anyhow!("whisper state: {e}"))?;
-        Ok(Floor {
-            state,
-            threads,
-            language: language.to_string(),
-            n_audio_ctx: 1500,
-        })
-    }
-
-    fn run(&mut self, pcm: &[f32], audio_ctx: i32) -> anyhow::Result<String> {
-        let mut p =
-            whisper_rs::FullParams::new(whisper_rs::SamplingStrategy::Greedy { best_of: 1 });
-        p.set_language(Some(&self.language));
-        p.set_translate(false);
-        p.set_no_context(true);
-        p.set_no_timestamps(true);
-        p.set_single_segment(true);
-        p.set_print_special(false);
-        p.set_print_progress(false);
-        p.set_print_realtime(false);
-        p.set_print_timestamps(false);
-        p.set_suppress_blank(true);
-        p.set_temperature(0.0);
-        p.set_n_threads(self.threads);
-        p.set_audio_ctx(audio_ctx);
-        // The engine's cap against decoding loops: ~7 tokens per second of audio + 12.
-        p.set_max_tokens(((pcm.len() as f64 / 16000.0 * 7.0) as i32 + 12).clamp(20, 220));
-        self.state
-            .full(p, pcm)
-            .map_err(|e| anyhow::anyhow!("whisper: {e}"))?;
-        let mut text = String::new();
-        for i in 0..self.state.full_n_segments() {
-            if let Some(seg) = self.state.get_segment(i) {
-                if let Ok(s) = seg.to_str_lossy() {
-                    text.push_str(&s);
-                }
-            }
-        }
-        Ok(text.trim().to_string())
-    }
-
-    /// Transcribe with an utterance-sized window; the full window when that yields no words.
-    fn transcribe(&mut self, pcm: &[f32]) -> anyhow::Result<String> {
-        let frames = pcm.len().div_ceil(320) as i32 + 128;
-        let n = ((frames + 63) / 64 * 64).max(256);
-        let n = if n >= self.n_audio_ctx { 0 } else { n };
-        let t = self.run(pcm, n)?;
-        if n != 0 && wer::normalize_words(&t).is_empty() {
-            return self.run(pcm, 0);
-        }
-        Ok(t)
-    }
-}
-
 fn run_floor(
     out: &mut Vec<FloorMeasure>,
     clips: &[Clip],
-    sec: &HashMap<String, String>,
-    target: &Path,
+    sec: &Section,
+    conf: &Path,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let model = model_path(
-        target,
-        sec.get("model")
-            .map(String::as_str)
-            .unwrap_or("ggml-tiny.en.bin"),
-    );
-    let threads = sec.get("threads").and_then(|t| t.parse().ok()).unwrap_or(2);
-    let lang = sec.get("language").cloned().unwrap_or_else(|| "en".into());
-    let mut f = Floor::load(&model, threads, &lang)?;
+    // The engine itself with one worker: its settings, resampler and loop handling.
+    let mut settings = WhisperSettings::from_section(sec).map_err(anyhow::Error::msg)?;
+    settings.pool_size = 1;
+    if let Some(m) = sec.get("model") {
+        settings.model = model_path(conf, m.trim());
+    }
+    let engine = WhisperEngine::new(&sec.name, settings).map_err(anyhow::Error::msg)?;
+    let pcm =
+        |c: &Clip| -> Vec<f32> { c.samples.iter().map(|&s| f32::from(s) / 32768.0).collect() };
     // Warm-up pass so the first clip does not pay for first-use allocations.
     if let Some(c) = clips.first() {
-        let _ = f.transcribe(&upsample_8k_16k(&c.samples));
+        let _ = engine.transcribe_direct(&pcm(c), 8000);
     }
     for c in clips {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let pcm = upsample_8k_16k(&c.samples);
+        let pcm = pcm(c);
         let t0 = Instant::now();
-        let text = f.transcribe(&pcm)?;
+        let text = engine.transcribe_direct(&pcm, 8000)?.text;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         let w = wer::wer(&c.transcript, &text);
         eprintln!(
@@ -1542,22 +1454,15 @@ pub async fn run(opts: SttOpts) -> anyhow::Result<Report> {
     } else {
         engine_sections(&opts.conf)?
     };
-    let engines: Vec<(String, HashMap<String, String>)> = if opts.engines.is_empty() {
-        sections
-            .into_iter()
-            .filter(|(_, s)| {
-                s.get("type")
-                    .map(|t| t.eq_ignore_ascii_case("whisper"))
-                    .unwrap_or(false)
-            })
-            .collect()
+    let engines: Vec<Section> = if opts.engines.is_empty() {
+        sections.into_iter().filter(is_whisper).collect()
     } else {
         opts.engines
             .iter()
             .map(|n| {
                 sections
                     .iter()
-                    .find(|(s, _)| s == n)
+                    .find(|s| &s.name == n)
                     .cloned()
                     .ok_or_else(|| anyhow::anyhow!("no [{n}] in speech.conf"))
             })
@@ -1587,12 +1492,8 @@ pub async fn run(opts: SttOpts) -> anyhow::Result<Report> {
         concurrency: opts.concurrency.max(1),
         ..Default::default()
     };
-    let whisper = |s: &HashMap<String, String>| {
-        s.get("type")
-            .map(|t| t.eq_ignore_ascii_case("whisper"))
-            .unwrap_or(false)
-    };
-    for (name, sec) in &engines {
+    for sec in &engines {
+        let name = &sec.name;
         if !opts.paths.floor || stop.load(Ordering::Relaxed) {
             continue;
         }
@@ -1600,7 +1501,7 @@ pub async fn run(opts: SttOpts) -> anyhow::Result<Report> {
             engine: name.clone(),
             ..Default::default()
         };
-        if !whisper(sec) {
+        if !is_whisper(sec) {
             f.notes.push("floor only for whisper engines".into());
             report.floor.push(f);
             continue;
@@ -1634,11 +1535,12 @@ pub async fn run(opts: SttOpts) -> anyhow::Result<Report> {
             "target",
         ));
     } else {
-        for (name, sec) in &engines {
+        for sec in &engines {
+            let name = &sec.name;
             if opts.paths.sip {
                 plan.push((name.clone(), "sip"));
             }
-            if opts.paths.hop && whisper(sec) {
+            if opts.paths.hop && is_whisper(sec) {
                 plan.push((name.clone(), "aeap-hop"));
             }
         }
@@ -1687,13 +1589,6 @@ mod tests {
         assert_eq!(percentile(&v, 0.0), Some(1.0));
         assert_eq!(percentile(&[], 50.0), None);
         assert_eq!(percentile(&[3.0, 1.0, 2.0], 50.0), Some(2.0));
-    }
-
-    #[test]
-    fn upsample_doubles() {
-        let u = upsample_8k_16k(&[0, 16384]);
-        assert_eq!(u.len(), 4);
-        assert!((u[1] - 0.25).abs() < 1e-6);
     }
 
     #[test]

@@ -1352,29 +1352,39 @@ impl WhisperEngine {
         self.core.running.load(Ordering::Relaxed)
     }
 
-    /// Transcribe 16 kHz mono audio directly on the pool (the benchmark floor; no PBX, no
-    /// grammar): (text, score 0..1000, inference seconds). Blocks the calling thread until the
-    /// result is ready; from async code use `spawn_blocking`.
-    pub fn transcribe_direct(&self, pcm16k: &[f32]) -> Result<(String, i32, f64), SpeechError> {
-        let t = self.transcribe_with(pcm16k, self.core.settings.audio_ctx, None)?;
-        Ok((t.text, t.score, t.inference_secs))
+    /// Transcribe 8 or 16 kHz mono audio directly on the pool, with the engine's settings and
+    /// its 8 -> 16 kHz resampler (the benchmark floor; no PBX, no VAD, no grammar). Blocks the
+    /// calling thread until the result is ready; from async code use `spawn_blocking`.
+    pub fn transcribe_direct(&self, pcm: &[f32], rate: u32) -> Result<Transcript, SpeechError> {
+        self.submit_direct(pcm, rate, self.core.settings.audio_ctx, None)
     }
 
-    /// [`transcribe_direct`](Self::transcribe_direct) with an explicit window policy and prompt.
+    /// 16 kHz [`transcribe_direct`](Self::transcribe_direct) with an explicit window policy and
+    /// prompt.
     pub fn transcribe_with(
         &self,
         pcm16k: &[f32],
         audio_ctx: AudioCtx,
         prompt: Option<&str>,
     ) -> Result<Transcript, SpeechError> {
-        if pcm16k.is_empty() {
+        self.submit_direct(pcm16k, 16000, audio_ctx, prompt)
+    }
+
+    fn submit_direct(
+        &self,
+        pcm: &[f32],
+        rate: u32,
+        audio_ctx: AudioCtx,
+        prompt: Option<&str>,
+    ) -> Result<Transcript, SpeechError> {
+        if pcm.is_empty() {
             return Err(SpeechError::Engine("no audio".into()));
         }
         let s = &self.core.settings;
         let (tx, rx) = mpsc::channel();
         self.core.submit(Job {
-            pcm: pcm16k.to_vec(),
-            rate: 16000,
+            pcm: pcm.to_vec(),
+            rate,
             opts: JobOptions {
                 language: s.language.clone(),
                 beam_size: s.beam_size,
@@ -2552,7 +2562,7 @@ mod tests {
             };
             let pcm = s16_to_f32(&raw);
             let secs = pcm.len() as f64 / 16000.0;
-            let (text, score, _) = e.transcribe_direct(&pcm).unwrap();
+            let Transcript { text, score, .. } = e.transcribe_direct(&pcm, 16000).unwrap();
             assert!(has_words(&text, &["connect"]), "{text:?}");
             assert!((1..=1000).contains(&score));
             let g = departments();
@@ -2886,7 +2896,7 @@ mod tests {
                 })
                 .collect();
             std::thread::sleep(Duration::from_millis(150));
-            let r = e.transcribe_direct(&long);
+            let r = e.transcribe_direct(&long, 16000);
             assert!(matches!(r, Err(SpeechError::Busy(_))), "{r:?}");
             // A session endpointing now fails with the busy error instead of waiting.
             let shared = SpeechShared::new();
