@@ -1,5 +1,5 @@
 //! Recognizer implementations of [`crate::speech::Engine`].
-pub mod beam;
+pub mod nbest;
 pub mod whisper;
 
 pub use whisper::WhisperEngine;
