@@ -39,7 +39,8 @@ struct SipPbx {
     sip_port: u16,
 }
 
-fn start_pbx(model: &Path, dialplan: &str) -> SipPbx {
+/// `speech_extra`: more lines for the engine's speech.conf section.
+fn start_pbx(model: &Path, speech_extra: &str, dialplan: &str) -> SipPbx {
     let sip_port = free_udp_port();
     let rtp = free_rtp_range(40);
     let pbx = TestPbx::start(&[
@@ -47,7 +48,7 @@ fn start_pbx(model: &Path, dialplan: &str) -> SipPbx {
         (
             "speech.conf",
             &format!(
-                "[whisper]\ntype = whisper\nmodel = {}\nendpoint_ms = 500\nno_input_ms = 15000\n",
+                "[whisper]\ntype = whisper\nmodel = {}\nendpoint_ms = 500\nno_input_ms = 15000\n{speech_extra}",
                 model.display()
             ),
         ),
@@ -107,7 +108,7 @@ exten => 100,1,SpeechCreate()
 "#,
         g = grammars.display()
     );
-    let p = start_pbx(&model, &dialplan);
+    let p = start_pbx(&model, "", &dialplan);
     let said = "please connect me to sales";
     let speech = speak(p.pbx.dir.path(), "clip", said);
     // Speech, a pause long enough for the first result, the same speech again, then silence
@@ -170,7 +171,7 @@ exten => 100,1,SpeechCreate()
  same => n,SpeechDestroy()
  same => n,Hangup()
 "#;
-    let p = start_pbx(&model, dialplan);
+    let p = start_pbx(&model, "", dialplan);
     let said = "please connect me to support";
     let mut audio = silence(500);
     audio.extend(speak(p.pbx.dir.path(), "clip", said));
@@ -204,7 +205,7 @@ exten => 100,1,SpeechCreate()
  same => n,System(echo "${SPEECH(spoke)}|${SPEECH_TEXT(0)}" > {DIR}/barge.txt)
  same => n,Hangup()
 "#;
-    let p = start_pbx(&model, dialplan);
+    let p = start_pbx(&model, "", dialplan);
     let speech = speak(p.pbx.dir.path(), "clip", "I want billing");
     let span = speech_span(&speech, 8000).expect("speech in the clip");
     let lead_ms = 1500u64;
@@ -240,7 +241,7 @@ exten => 100,1,SpeechCreate()
  same => n,System(touch {DIR}/finished)
  same => n,Hangup()
 "#;
-    let p = start_pbx(&model, dialplan);
+    let p = start_pbx(&model, "", dialplan);
     let speech = speak(
         p.pbx.dir.path(),
         "clip",
@@ -275,7 +276,7 @@ exten => 100,1,Answer()
  same => n,System(echo "${E1}|${SPEECH_TEXT(0)}|${SPEECH_SCORE(0)}|${SPEECH_GRAMMAR(0)}" > {DIR}/dtmf.txt)
  same => n,Hangup()
 "#;
-    let p = start_pbx(&model, dialplan);
+    let p = start_pbx(&model, "", dialplan);
     let mut o = DialOpts::new(format!("sip:100@127.0.0.1:{}", p.sip_port));
     o.audio = Some(DialAudio::Samples {
         rate: 8000,
@@ -288,4 +289,114 @@ exten => 100,1,Answer()
     assert_eq!(s.status, 200);
     let got = wait_file(&p.pbx.path("dtmf.txt"), 10).unwrap_or_else(|| panic!("{}", p.pbx.log()));
     assert_eq!(got.trim(), "1|42|1000|dtmf");
+}
+
+/// `vad = silero` lines for speech.conf when `voxpbx models install silero` has been run.
+fn silero_conf() -> Option<String> {
+    let vad = repo().join("models/silero_vad.onnx");
+    let ort = repo().join("models/libonnxruntime.so.1.31.1");
+    if !(vad.exists() && ort.exists()) {
+        eprintln!(
+            "NOTE: Silero files missing; Silero speech test skipped (voxpbx models install silero)"
+        );
+        return None;
+    }
+    Some(format!(
+        "vad = silero\nvad_model = {}\nonnxruntime = {}\n",
+        vad.display(),
+        ort.display()
+    ))
+}
+
+/// Barge-in and recognition with Silero VAD: the prompt goes quiet in the caller's audio within
+/// 300 ms of the speech onset, the words are recognised, and the per-call threshold is applied.
+#[test]
+fn silero_vad_barges_in_and_endpoints_over_sip() {
+    let Some(model) = setup() else { return };
+    let Some(silero) = silero_conf() else { return };
+    let dialplan = r#"
+[default]
+exten => 100,1,SpeechCreate()
+ same => n,Answer()
+ same => n,Set(SPEECH_ENGINE(vad_threshold)=0.55)
+ same => n,SpeechBackground({DIR}/long,10)
+ same => n,System(echo "${SPEECH(spoke)}|${SPEECH(results)}|${SPEECH_TEXT(0)}|${SPEECH_ENGINE(vad)}|${SPEECH_ENGINE(vad_threshold)}" > {DIR}/result.txt)
+ same => n,SpeechDestroy()
+ same => n,Hangup()
+"#;
+    let p = start_pbx(&model, &silero, dialplan);
+    assert!(
+        p.pbx.rx("speech show engines").contains("whisper"),
+        "engine not loaded:\n{}",
+        p.pbx.log()
+    );
+    let said = "please connect me to sales";
+    let speech = speak(p.pbx.dir.path(), "clip", said);
+    let span = speech_span(&speech, 8000).expect("speech in the clip");
+    let lead_ms = 1500u64;
+    let mut audio = silence(lead_ms as usize);
+    audio.extend(&speech);
+    audio.extend(silence(20_000));
+    let s = call(&p, "100", audio, Duration::from_secs(30));
+    assert_eq!(
+        s.hangup,
+        voxpbx::sip::ua::Hangup::Remote,
+        "{s:?}\n{}",
+        p.pbx.log()
+    );
+    let onset = (s.play_started_ms.unwrap() - s.answered_ms.unwrap()) as f64
+        + (lead_ms + span.speech_start_ms) as f64;
+    let stop = prompt_stop_ms(&s.recorded, 10).unwrap_or_else(|| {
+        panic!(
+            "the prompt never stopped in the caller's audio ({} samples)\n{}",
+            s.recorded.len(),
+            p.pbx.log()
+        )
+    }) as f64;
+    let barge = stop - onset;
+    eprintln!("silero: onset -> prompt stopped (caller's audio): {barge:.0} ms");
+    assert!(barge > 0.0, "prompt stopped {barge} ms before the speech");
+    assert!(barge <= 300.0, "prompt stopped {barge:.0} ms after onset");
+    let r = wait_file(&p.pbx.path("result.txt"), 5)
+        .unwrap_or_else(|| panic!("no result: {}", p.pbx.log()));
+    let parts: Vec<&str> = r.trim().split('|').collect();
+    assert_eq!(parts.len(), 5, "{r}");
+    assert_eq!(parts[0], "1", "SPEECH(spoke): {r}");
+    assert_eq!(parts[1], "1", "one result: {r}");
+    let w = wer(said, parts[2]);
+    assert!(
+        w.wer() <= WER_BOUND,
+        "recognised '{}' (WER {:.2})",
+        parts[2],
+        w.wer()
+    );
+    assert_eq!(parts[3], "silero");
+    assert_eq!(parts[4], "0.55");
+}
+
+/// A missing Silero model is one clear log line at engine load naming the install command,
+/// and the engine is not registered (the PBX itself runs).
+#[test]
+fn missing_silero_model_fails_engine_load_clearly() {
+    let Some(model) = setup() else { return };
+    let Some(silero) = silero_conf() else { return };
+    let vad = repo().join("models/silero_vad.onnx");
+    let broken = silero.replace(&vad.display().to_string(), "/nonexistent/silero_vad.onnx");
+    let p = start_pbx(&model, &broken, "[default]\nexten => 100,1,Hangup()\n");
+    assert!(
+        p.pbx.wait_log("voxpbx models install silero", 10),
+        "no install hint in the log:\n{}",
+        p.pbx.log()
+    );
+    let log = p.pbx.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("voxpbx models install silero"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("/nonexistent/silero_vad.onnx") && line.contains("not found"),
+        "{line}"
+    );
+    let engines = p.pbx.rx("speech show engines");
+    assert!(!engines.contains("whisper"), "{engines}");
 }
