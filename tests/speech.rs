@@ -85,6 +85,23 @@ fn call(p: &SipPbx, exten: &str, audio: Vec<i16>, hangup_after: Duration) -> Dia
     s
 }
 
+/// The prompt goes quiet in the caller's received audio within 300 ms of the speech onset
+/// (`onset_ms` into the played audio).
+fn assert_barge_in(p: &SipPbx, s: &DialSummary, onset_ms: u64, vad: &str) {
+    let onset = (s.play_started_ms.unwrap() - s.answered_ms.unwrap()) as f64 + onset_ms as f64;
+    let stop = prompt_stop_ms(&s.recorded, 10).unwrap_or_else(|| {
+        panic!(
+            "the prompt never stopped in the caller's audio ({} samples)\n{}",
+            s.recorded.len(),
+            p.pbx.log()
+        )
+    }) as f64;
+    let barge = stop - onset;
+    eprintln!("{vad}: onset -> prompt stopped (caller's audio): {barge:.0} ms");
+    assert!(barge > 0.0, "prompt stopped {barge} ms before the speech");
+    assert!(barge <= 300.0, "prompt stopped {barge:.0} ms after onset");
+}
+
 /// Normalised WER bound for tiny.en on 8 kHz espeak speech (it may mishear one word of five).
 const WER_BOUND: f64 = 0.4;
 
@@ -213,19 +230,7 @@ exten => 100,1,SpeechCreate()
     audio.extend(&speech);
     audio.extend(silence(20_000));
     let s = call(&p, "100", audio, Duration::from_secs(30));
-    let onset = (s.play_started_ms.unwrap() - s.answered_ms.unwrap()) as f64
-        + (lead_ms + span.speech_start_ms) as f64;
-    let stop = prompt_stop_ms(&s.recorded, 10).unwrap_or_else(|| {
-        panic!(
-            "the prompt never stopped in the caller's audio ({} samples)\n{}",
-            s.recorded.len(),
-            p.pbx.log()
-        )
-    }) as f64;
-    let barge = stop - onset;
-    eprintln!("onset -> prompt stopped (caller's audio): {barge:.0} ms");
-    assert!(barge > 0.0, "prompt stopped {barge} ms before the speech");
-    assert!(barge <= 300.0, "prompt stopped {barge:.0} ms after onset");
+    assert_barge_in(&p, &s, lead_ms + span.speech_start_ms, "webrtc-vad");
     let got = wait_file(&p.pbx.path("barge.txt"), 5).unwrap_or_else(|| panic!("{}", p.pbx.log()));
     assert!(got.starts_with("1|"), "{got}");
 }
@@ -344,19 +349,7 @@ exten => 100,1,SpeechCreate()
         "{s:?}\n{}",
         p.pbx.log()
     );
-    let onset = (s.play_started_ms.unwrap() - s.answered_ms.unwrap()) as f64
-        + (lead_ms + span.speech_start_ms) as f64;
-    let stop = prompt_stop_ms(&s.recorded, 10).unwrap_or_else(|| {
-        panic!(
-            "the prompt never stopped in the caller's audio ({} samples)\n{}",
-            s.recorded.len(),
-            p.pbx.log()
-        )
-    }) as f64;
-    let barge = stop - onset;
-    eprintln!("silero: onset -> prompt stopped (caller's audio): {barge:.0} ms");
-    assert!(barge > 0.0, "prompt stopped {barge} ms before the speech");
-    assert!(barge <= 300.0, "prompt stopped {barge:.0} ms after onset");
+    assert_barge_in(&p, &s, lead_ms + span.speech_start_ms, "silero");
     let r = wait_file(&p.pbx.path("result.txt"), 5)
         .unwrap_or_else(|| panic!("no result: {}", p.pbx.log()));
     let parts: Vec<&str> = r.trim().split('|').collect();
