@@ -27,8 +27,8 @@
 //! ```
 //!
 //! Where things happen (LATENCY.md):
-//! - `write()` runs on the channel task: G.711/slin decode, VAD (webrtc-vad or Silero), endpointing, copying
-//!   samples into the utterance buffer. Onset sets QUIET at once (barge-in, lever 4).
+//! - `write()` runs on the channel task: G.711/slin decode, VAD (webrtc-vad or Silero),
+//!   endpointing, copying samples into the utterance buffer. Onset sets QUIET at once (barge-in, lever 4).
 //! - The model is loaded once per engine; a fixed pool of worker threads each owns one
 //!   `WhisperState` (lever 5) and a reusable 8->16 kHz rubato resampler (lever 7). The queue is
 //!   bounded: a full pool fails the recognition with a busy error, it never stalls (lever 6).
