@@ -75,8 +75,7 @@ fn daemon_aeap_engine_against_aeap_serve_over_sip() {
     }
 
     // The PBX: SIP in, SpeechBackground on the AEAP engine.
-    let sip_port = free_udp_port();
-    let rtp = free_rtp_range(20);
+    let (sip_port, pjsip, rtp_conf) = phone_sip_conf(20);
     let pbx = TestPbx::start(&[
         (
             "aeap.conf",
@@ -85,18 +84,8 @@ fn daemon_aeap_engine_against_aeap_serve_over_sip() {
             ),
         ),
         ("speech.conf", ""),
-        (
-            "pjsip.conf",
-            &format!(
-                "[udp]\ntype = transport\nprotocol = udp\nbind = 127.0.0.1:{sip_port}\n\n\
-                 [phone]\ntype = endpoint\ncontext = default\ndisallow = all\nallow = ulaw\nrtp_symmetric = yes\n\n\
-                 [phone-id]\ntype = identify\nendpoint = phone\nmatch = 127.0.0.1\n"
-            ),
-        ),
-        (
-            "rtp.conf",
-            &format!("[general]\nrtpstart = {rtp}\nrtpend = {}\n", rtp + 19),
-        ),
+        ("pjsip.conf", &pjsip),
+        ("rtp.conf", &rtp_conf),
         (
             "extensions.conf",
             r#"

@@ -41,8 +41,7 @@ struct SipPbx {
 
 /// `speech_extra`: more lines for the engine's speech.conf section.
 fn start_pbx(model: &Path, speech_extra: &str, dialplan: &str) -> SipPbx {
-    let sip_port = free_udp_port();
-    let rtp = free_rtp_range(40);
+    let (sip_port, pjsip, rtp_conf) = phone_sip_conf(40);
     let pbx = TestPbx::start(&[
         ("extensions.conf", dialplan),
         (
@@ -52,18 +51,8 @@ fn start_pbx(model: &Path, speech_extra: &str, dialplan: &str) -> SipPbx {
                 model.display()
             ),
         ),
-        (
-            "pjsip.conf",
-            &format!(
-                "[udp]\ntype = transport\nprotocol = udp\nbind = 127.0.0.1:{sip_port}\n\n\
-                 [phone]\ntype = endpoint\ncontext = default\ndisallow = all\nallow = ulaw\nrtp_symmetric = yes\n\n\
-                 [phone-id]\ntype = identify\nendpoint = phone\nmatch = 127.0.0.1\n"
-            ),
-        ),
-        (
-            "rtp.conf",
-            &format!("[general]\nrtpstart = {rtp}\nrtpend = {}\n", rtp + 39),
-        ),
+        ("pjsip.conf", &pjsip),
+        ("rtp.conf", &rtp_conf),
     ]);
     // The prompts: a short tone and a long one (barge-in must cut it).
     write_wav(&pbx.path("short.wav"), 8000, &prompt_tone(300));
@@ -85,10 +74,18 @@ fn call(p: &SipPbx, exten: &str, audio: Vec<i16>, hangup_after: Duration) -> Dia
     s
 }
 
-/// The prompt goes quiet in the caller's received audio within 300 ms of the speech onset
-/// (`onset_ms` into the played audio).
-fn assert_barge_in(p: &SipPbx, s: &DialSummary, onset_ms: u64, vad: &str) {
-    let onset = (s.play_started_ms.unwrap() - s.answered_ms.unwrap()) as f64 + onset_ms as f64;
+/// Call extension 100 saying `said` after 1.5 s of silence (then 20 s of silence) and check
+/// that the prompt goes quiet in the caller's received audio within 300 ms of the speech onset.
+fn barge_in_call(p: &SipPbx, said: &str, vad: &str) -> DialSummary {
+    let speech = speak(p.pbx.dir.path(), "clip", said);
+    let span = speech_span(&speech, 8000).expect("speech in the clip");
+    let lead_ms = 1500u64;
+    let mut audio = silence(lead_ms as usize);
+    audio.extend(&speech);
+    audio.extend(silence(20_000));
+    let s = call(p, "100", audio, Duration::from_secs(30));
+    let onset = (s.play_started_ms.unwrap() - s.answered_ms.unwrap()) as f64
+        + (lead_ms + span.speech_start_ms) as f64;
     let stop = prompt_stop_ms(&s.recorded, 10).unwrap_or_else(|| {
         panic!(
             "the prompt never stopped in the caller's audio ({} samples)\n{}",
@@ -100,6 +97,7 @@ fn assert_barge_in(p: &SipPbx, s: &DialSummary, onset_ms: u64, vad: &str) {
     eprintln!("{vad}: onset -> prompt stopped (caller's audio): {barge:.0} ms");
     assert!(barge > 0.0, "prompt stopped {barge} ms before the speech");
     assert!(barge <= 300.0, "prompt stopped {barge:.0} ms after onset");
+    s
 }
 
 /// Normalised WER bound for tiny.en on 8 kHz espeak speech (it may mishear one word of five).
@@ -223,14 +221,7 @@ exten => 100,1,SpeechCreate()
  same => n,Hangup()
 "#;
     let p = start_pbx(&model, "", dialplan);
-    let speech = speak(p.pbx.dir.path(), "clip", "I want billing");
-    let span = speech_span(&speech, 8000).expect("speech in the clip");
-    let lead_ms = 1500u64;
-    let mut audio = silence(lead_ms as usize);
-    audio.extend(&speech);
-    audio.extend(silence(20_000));
-    let s = call(&p, "100", audio, Duration::from_secs(30));
-    assert_barge_in(&p, &s, lead_ms + span.speech_start_ms, "webrtc-vad");
+    barge_in_call(&p, "I want billing", "webrtc-vad");
     let got = wait_file(&p.pbx.path("barge.txt"), 5).unwrap_or_else(|| panic!("{}", p.pbx.log()));
     assert!(got.starts_with("1|"), "{got}");
 }
@@ -336,20 +327,13 @@ exten => 100,1,SpeechCreate()
         p.pbx.log()
     );
     let said = "please connect me to sales";
-    let speech = speak(p.pbx.dir.path(), "clip", said);
-    let span = speech_span(&speech, 8000).expect("speech in the clip");
-    let lead_ms = 1500u64;
-    let mut audio = silence(lead_ms as usize);
-    audio.extend(&speech);
-    audio.extend(silence(20_000));
-    let s = call(&p, "100", audio, Duration::from_secs(30));
+    let s = barge_in_call(&p, said, "silero");
     assert_eq!(
         s.hangup,
         voxpbx::sip::ua::Hangup::Remote,
         "{s:?}\n{}",
         p.pbx.log()
     );
-    assert_barge_in(&p, &s, lead_ms + span.speech_start_ms, "silero");
     let r = wait_file(&p.pbx.path("result.txt"), 5)
         .unwrap_or_else(|| panic!("no result: {}", p.pbx.log()));
     let parts: Vec<&str> = r.trim().split('|').collect();

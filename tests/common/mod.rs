@@ -47,6 +47,24 @@ pub fn free_rtp_range(count: u16) -> u16 {
     }
 }
 
+/// A PBX's SIP side for tests that call it from 127.0.0.1: endpoint `phone` (context `default`,
+/// µ-law, symmetric RTP) on a free UDP port and `rtp_ports` free RTP ports.
+/// Returns (SIP port, pjsip.conf, rtp.conf).
+pub fn phone_sip_conf(rtp_ports: u16) -> (u16, String, String) {
+    let sip_port = free_udp_port();
+    let rtp = free_rtp_range(rtp_ports);
+    let pjsip = format!(
+        "[udp]\ntype = transport\nprotocol = udp\nbind = 127.0.0.1:{sip_port}\n\n\
+         [phone]\ntype = endpoint\ncontext = default\ndisallow = all\nallow = ulaw\nrtp_symmetric = yes\n\n\
+         [phone-id]\ntype = identify\nendpoint = phone\nmatch = 127.0.0.1\n"
+    );
+    let rtp_conf = format!(
+        "[general]\nrtpstart = {rtp}\nrtpend = {}\n",
+        rtp + rtp_ports - 1
+    );
+    (sip_port, pjsip, rtp_conf)
+}
+
 pub struct TestPbx {
     pub dir: tempfile::TempDir,
     pub child: Child,
