@@ -63,8 +63,8 @@ fn speech_1s(rate: u32) -> Vec<i16> {
 }
 
 fn silero_model() -> Option<Arc<SileroModel>> {
-    let m = repo().join(silero::DEFAULT_MODEL);
-    let l = silero::library_path(&repo().join(silero::DEFAULT_LIBRARY));
+    let m = repo().join("models").join(silero::DEFAULT_MODEL);
+    let l = silero::library_path(&repo().join("models").join(silero::DEFAULT_LIBRARY));
     if !(m.exists() && l.exists()) {
         eprintln!("NOTE: Silero files missing (voxpbx models install silero): webrtc only");
         return None;
@@ -144,8 +144,8 @@ fn setup_cost(c: &mut Criterion) {
         b.iter(|| m.detector(8000, 0.5).expect("detector"))
     });
     let (mp, lp) = (
-        repo().join(silero::DEFAULT_MODEL),
-        silero::library_path(&repo().join(silero::DEFAULT_LIBRARY)),
+        repo().join("models").join(silero::DEFAULT_MODEL),
+        silero::library_path(&repo().join("models").join(silero::DEFAULT_LIBRARY)),
     );
     g.bench_function("model_load_new_session", |b| {
         b.iter(|| SileroModel::load(Path::new(&mp), &lp).expect("load"))

@@ -355,11 +355,11 @@ pub fn find(name: &str) -> Option<&'static ModelInfo> {
         .find(|m| m.name.eq_ignore_ascii_case(name.trim()))
 }
 
-/// `$VOXPBX_MODELS_DIR`, else `models` (relative to the working directory).
+/// `$VOXPBX_MODELS_DIR`, else the install directory's `models/` (voxpbx.conf's default).
 pub fn default_models_dir() -> PathBuf {
     std::env::var_os("VOXPBX_MODELS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("models"))
+        .unwrap_or_else(|| crate::config::install_dir().join("models"))
 }
 
 pub fn model_path(dir: &Path, info: &ModelInfo) -> PathBuf {

@@ -28,7 +28,7 @@ pub fn default_conf_dir() -> PathBuf {
     if let Ok(d) = std::env::var("VOXPBX_CONF") {
         return PathBuf::from(d);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf")
+    crate::config::install_dir().join("conf")
 }
 
 fn resolve(base: &Path, v: &str) -> PathBuf {
@@ -53,12 +53,13 @@ pub fn read_main_conf(conf_dir: &Path) -> Result<(Dirs, Options), ConfigError> {
     let data = get("data")
         .or_else(|| get("astdatadir"))
         .unwrap_or_else(|| run.join("data"));
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let install = crate::config::install_dir();
     let mut sounds: Vec<PathBuf> = d
         .map(|s| s.get_all("sounds").map(|v| resolve(&conf_dir, v)).collect())
         .unwrap_or_default();
     if sounds.is_empty() {
         sounds.push(data.join("sounds"));
+        sounds.push(install.join("sounds"));
         sounds.push(PathBuf::from("/usr/share/asterisk/sounds"));
     }
     let dirs = Dirs {
@@ -72,8 +73,8 @@ pub fn read_main_conf(conf_dir: &Path) -> Result<(Dirs, Options), ConfigError> {
         agi: get("agi")
             .or_else(|| get("astagidir"))
             .unwrap_or_else(|| conf_dir.join("agi-bin")),
-        models: get("models").unwrap_or_else(|| repo.join("models")),
-        grammars: get("grammars").unwrap_or_else(|| repo.join("grammars")),
+        models: get("models").unwrap_or_else(|| install.join("models")),
+        grammars: get("grammars").unwrap_or_else(|| install.join("grammars")),
         sounds,
         data,
         run,

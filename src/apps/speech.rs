@@ -276,6 +276,12 @@ fn speech_func(chan: &mut Channel, args: &str) -> FuncResult {
         // voxpbx extensions: the partial transcript and the error that ended a recognition.
         "partial" => g.partial.clone().unwrap_or_default(),
         "error" => g.error.clone().unwrap_or_default(),
+        // voxpbx extension: end of speech -> result of the last recognition, ms.
+        "latency" => g
+            .timing
+            .latency_ms()
+            .map(|ms| ms.to_string())
+            .unwrap_or_default(),
         _ => String::new(),
     })
 }
@@ -593,10 +599,7 @@ pub async fn background(
             .field("Error", g.error.clone().unwrap_or_default())
             .field(
                 "LatencyMs",
-                match (t.speech_end, t.done) {
-                    (Some(a), Some(b)) => b.saturating_duration_since(a).as_millis().to_string(),
-                    _ => String::new(),
-                },
+                t.latency_ms().map(|ms| ms.to_string()).unwrap_or_default(),
             )
             .field(
                 "InferenceMs",

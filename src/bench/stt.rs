@@ -269,7 +269,7 @@ pub fn percentile(v: &[f64], p: f64) -> Option<f64> {
 }
 
 /// The engine sections of `<conf>/speech.conf`, read by the daemon's own config parser.
-fn engine_sections(conf: &Path) -> anyhow::Result<Vec<Section>> {
+pub(crate) fn engine_sections(conf: &Path) -> anyhow::Result<Vec<Section>> {
     let file = ConfFile::load_optional(conf, "speech.conf")
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .ok_or_else(|| anyhow::anyhow!("{}: not found", conf.join("speech.conf").display()))?;
@@ -277,30 +277,15 @@ fn engine_sections(conf: &Path) -> anyhow::Result<Vec<Section>> {
 }
 
 /// `type = whisper` (the engines with a floor and an AEAP hop).
-fn is_whisper(s: &Section) -> bool {
+pub(crate) fn is_whisper(s: &Section) -> bool {
     s.get("type")
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("whisper"))
 }
 
-/// A speech.conf model path as the bench resolves it: absolute, next to the conf, or in the
-/// repository's `models/`.
-fn model_path(conf: &Path, model: &str) -> PathBuf {
-    let p = PathBuf::from(model);
-    if p.is_absolute() {
-        return p;
-    }
-    let t = conf.join(&p);
-    if t.exists() {
-        return t;
-    }
-    let m = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(&p);
-    if m.exists() {
-        m
-    } else {
-        t
-    }
+/// The models directory of the config dir `conf` (voxpbx.conf `[directories] models`): where
+/// its speech.conf's relative model paths point.
+pub(crate) fn models_dir(conf: &Path) -> anyhow::Result<PathBuf> {
+    Ok(crate::runtime::read_main_conf(conf)?.0.models)
 }
 
 fn run_floor(
@@ -311,11 +296,9 @@ fn run_floor(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     // The engine itself with one worker: its settings, resampler and loop handling.
-    let mut settings = WhisperSettings::from_section(sec).map_err(anyhow::Error::msg)?;
+    let mut settings =
+        WhisperSettings::from_section(sec, &models_dir(conf)?).map_err(anyhow::Error::msg)?;
     settings.pool_size = 1;
-    if let Some(m) = sec.get("model") {
-        settings.model = model_path(conf, m.trim());
-    }
     let engine = WhisperEngine::new(&sec.name, settings).map_err(anyhow::Error::msg)?;
     let pcm =
         |c: &Clip| -> Vec<f32> { c.samples.iter().map(|&s| f32::from(s) / 32768.0).collect() };
@@ -474,35 +457,13 @@ fn free_rtp_range(count: u16) -> anyhow::Result<u16> {
     anyhow::bail!("no free RTP port range of {count}")
 }
 
-/// speech.conf of `conf` with model paths made absolute (the daemon runs on a temporary dir).
-fn speech_conf_abs(conf: &Path) -> anyhow::Result<String> {
-    let speech = std::fs::read_to_string(conf.join("speech.conf"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", conf.join("speech.conf").display()))?;
-    let mut out = String::new();
-    for line in speech.lines() {
-        let t = line.trim_start();
-        if let Some(v) = t
-            .strip_prefix("model")
-            .and_then(|r| r.trim_start().strip_prefix('='))
-        {
-            let v = v.split(';').next().unwrap_or("").trim();
-            out.push_str(&format!("model = {}\n", model_path(conf, v).display()));
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    Ok(out)
-}
-
-fn main_conf(dir: &Path) -> String {
-    format!(
+/// The bench daemon's voxpbx.conf: its own run dir, the models of the config dir `conf`.
+fn main_conf(dir: &Path, conf: &Path) -> anyhow::Result<String> {
+    Ok(format!(
         "[directories]\nrun = {run}\nmodels = {models}\n[options]\nverbose = 0\n",
         run = dir.join("run").display(),
-        models = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
-            .display()
-    )
+        models = models_dir(conf)?.display()
+    ))
 }
 
 /// Calls are dialled as extension EXTEN_BASE + call number.
@@ -568,7 +529,7 @@ fn start_daemon(
     let rtp = free_rtp_range(count)?;
     let name = match engine {
         DaemonEngine::Local { name } => {
-            std::fs::write(c.join("speech.conf"), speech_conf_abs(conf)?)?;
+            std::fs::copy(conf.join("speech.conf"), c.join("speech.conf"))?;
             name
         }
         DaemonEngine::Aeap { name, url } => {
@@ -583,7 +544,7 @@ fn start_daemon(
             name
         }
     };
-    std::fs::write(c.join("voxpbx.conf"), main_conf(dir.path()))?;
+    std::fs::write(c.join("voxpbx.conf"), main_conf(dir.path(), conf)?)?;
     std::fs::write(
         c.join("manager.conf"),
         format!("[general]\nenabled = yes\nport = {ami}\nbindaddr = 127.0.0.1\n\n[bench]\nsecret = bench\nread = all\nwrite = all\n"),
@@ -624,8 +585,8 @@ fn start_aeap_server(conf: &Path, engine: &str) -> anyhow::Result<(Proc, String,
     let dir = TempDir::new()?;
     let c = dir.path().join("conf");
     std::fs::create_dir_all(&c)?;
-    std::fs::write(c.join("speech.conf"), speech_conf_abs(conf)?)?;
-    std::fs::write(c.join("voxpbx.conf"), main_conf(dir.path()))?;
+    std::fs::copy(conf.join("speech.conf"), c.join("speech.conf"))?;
+    std::fs::write(c.join("voxpbx.conf"), main_conf(dir.path(), conf)?)?;
     let port = free_tcp_port()?;
     let listen = format!("127.0.0.1:{port}");
     let proc = spawn(

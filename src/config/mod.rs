@@ -141,3 +141,11 @@ pub fn is_true(v: &str) -> bool {
         "yes" | "true" | "y" | "t" | "1" | "on"
     )
 }
+
+/// Where `scripts/setup.sh` puts what voxpbx reads at run time besides its configuration: the
+/// source tree the binary was built from, with `models/` (speech models), `grammars/` and
+/// `sounds/` (the demo prompts). These are the defaults of voxpbx.conf `[directories]`
+/// `models`, `grammars` and `sounds`, so a configuration copied anywhere still finds them.
+pub fn install_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

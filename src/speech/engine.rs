@@ -92,6 +92,17 @@ pub struct SpeechTiming {
     pub inference_secs: f64,
 }
 
+impl SpeechTiming {
+    /// End of speech -> final result, in ms (the endpointing wait included): what the caller
+    /// waits for an answer. `SPEECH(latency)` and the `SpeechResult` event's `LatencyMs`.
+    pub fn latency_ms(&self) -> Option<u128> {
+        match (self.speech_end, self.done) {
+            (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_millis()),
+            _ => None,
+        }
+    }
+}
+
 /// Mutable speech state, behind `SpeechShared`'s lock (Asterisk's `speech->lock`).
 #[derive(Debug, Default)]
 pub struct SpeechInner {

@@ -122,7 +122,10 @@ pub fn register_local_engines(dirs: &Dirs, registry: &EngineRegistry) -> anyhow:
     for sec in conf.real_sections() {
         let ty = sec.get("type").unwrap_or("").trim().to_ascii_lowercase();
         match ty.as_str() {
-            "whisper" => match crate::speech::engines::whisper::WhisperEngine::from_section(sec) {
+            "whisper" => match crate::speech::engines::whisper::WhisperEngine::from_section(
+                sec,
+                &dirs.models,
+            ) {
                 Ok(e) => {
                     if let Err(err) = registry.register(Arc::new(e)) {
                         tracing::error!("speech.conf [{}]: {}", sec.name, err);

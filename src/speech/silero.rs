@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Model used when speech.conf names none.
-pub const DEFAULT_MODEL: &str = "models/silero_vad.onnx";
+pub const DEFAULT_MODEL: &str = "silero_vad.onnx";
 /// ONNX Runtime library used when neither `ORT_DYLIB_PATH` nor speech.conf names one.
-pub const DEFAULT_LIBRARY: &str = "models/libonnxruntime.so.1.31.1";
+pub const DEFAULT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 /// Speech probability at which speech starts (silero's default).
 pub const DEFAULT_THRESHOLD: f32 = 0.5;
 /// Hysteresis: speech ends below `threshold - HYSTERESIS`.
@@ -443,8 +443,8 @@ mod tests {
 
     /// The installed model + library, or None with a NOTE (CI installs them).
     fn model() -> Option<Arc<SileroModel>> {
-        let m = repo().join(DEFAULT_MODEL);
-        let l = library_path(&repo().join(DEFAULT_LIBRARY));
+        let m = repo().join("models").join(DEFAULT_MODEL);
+        let l = library_path(&repo().join("models").join(DEFAULT_LIBRARY));
         if !m.exists() || !l.exists() {
             eprintln!(
                 "NOTE: {} or {} missing; Silero tests skipped (voxpbx models install silero)",
@@ -650,7 +650,7 @@ mod tests {
         if model().is_none() {
             return;
         }
-        let e = SileroModel::load(&fake, &repo().join(DEFAULT_LIBRARY))
+        let e = SileroModel::load(&fake, &repo().join("models").join(DEFAULT_LIBRARY))
             .unwrap_err()
             .to_string();
         assert!(
