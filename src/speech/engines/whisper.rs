@@ -3,7 +3,7 @@
 //! ```text
 //! [whisper]
 //! type = whisper
-//! model = models/ggml-tiny.en.bin   ; install with `voxpbx models install tiny.en`
+//! model = ggml-tiny.en.bin   ; in voxpbx.conf's [directories] models; `voxpbx models install tiny.en`
 //! language = en
 //! threads = 2            ; threads per inference
 //! beam_size = 1          ; 1 = greedy, >1 = beam search
@@ -14,8 +14,8 @@
 //! vad = webrtc          ; webrtc | silero (Silero VAD: `voxpbx models install silero`)
 //! vad_aggressiveness = 2 ; webrtc: 0..3
 //! vad_threshold = 0.5    ; silero: speech probability that starts speech (ends 0.15 below)
-//! vad_model = models/silero_vad.onnx
-//! onnxruntime = models/libonnxruntime.so.1.31.1   ; ORT_DYLIB_PATH overrides it
+//! vad_model = silero_vad.onnx
+//! onnxruntime = libonnxruntime.so.1.31.1   ; ORT_DYLIB_PATH overrides it
 //! pool_size = 2          ; concurrent inferences (one Whisper state each)
 //! queue_size = 2         ; utterances that may wait for a free worker; beyond: busy error
 //! speculative = yes      ; decode after speculative_ms of silence, keep it if silence holds
@@ -23,6 +23,10 @@
 //! audio_ctx = auto       ; auto | full | N (encoder window, 50 per second of audio)
 //! grammar_threshold = 500; minimum grammar match confidence (0..1000)
 //! grammar_prompt = yes   ; prime Whisper with the active grammars' phrases
+//! bandwidth_extension = yes ; synthesise the 4-8 kHz band of 8 kHz calls (fricatives)
+//! phrase_scoring = yes   ; score each phrase of a small active grammar against the audio
+//! phrase_threshold = 300 ; minimum phrase score (0..1000)
+//! phrase_max = 64        ; grammars with more phrases are matched on the transcript only
 //! nbest = 3              ; alternatives returned when SPEECH_RESULTS_TYPE is nbest
 //! ```
 //!
@@ -37,9 +41,16 @@
 //!   speech resuming cancels it (skipped if its encoder has not started, discarded otherwise),
 //!   silence reaching the endpoint makes it the result (lever 2).
 //!
-//! Results: the transcript and a score (mean token probability x 1000). With active grammars
-//! the best phrase's tag (or the phrase) becomes the text, the match confidence the score and
-//! the grammar name the grammar; a transcript matching nothing is returned raw with no grammar.
+//! - 8 kHz audio gets its missing 4-8 kHz band synthesised in unvoiced frames before inference
+//!   ([`bwe`](super::bwe)): without it tiny.en hears an 8 kHz "sales" as "Pay on.".
+//!
+//! Results: the transcript and a score (mean token probability x 1000). With a small active
+//! grammar (a menu, up to `phrase_max` phrases) every phrase is also scored against the audio by
+//! forced decoding ([`phrases`](super::phrases)), reusing the encoder output of the transcript's
+//! decode; the best phrase over `phrase_threshold` is the result (its tag or the phrase as text,
+//! the phrase score as score, the grammar name as grammar). Otherwise, and for larger grammars,
+//! the transcript is matched to the phrases (only near-verbatim when the phrases were scored);
+//! a transcript matching nothing is returned raw with no grammar.
 //! n-best (SPEECH_RESULTS_TYPE=nbest): with `beam_size` > 1 the hypotheses whisper.cpp's beam
 //! search explores are recorded through its logits callback (it returns only the winner; see
 //! [`nbest`](super::nbest)) and up to `nbest` distinct ones are returned, each also mapped to
@@ -54,7 +65,9 @@ use crate::speech::engine::{
     Engine, EngineSession, ResultsType, SpeechError, SpeechResult, SpeechShared, SpeechState,
     SpeechTiming,
 };
+use crate::speech::engines::bwe::BandwidthExtender;
 use crate::speech::engines::nbest;
+use crate::speech::engines::phrases::{PhraseScore, PhraseSet};
 use crate::speech::grammar::{self, Grammar};
 use crate::speech::silero::{self, SileroModel};
 use crate::speech::vad::{EndReason, EndpointConfig, Vad, VadEvent, VadKind};
@@ -71,7 +84,7 @@ use whisper_rs::{
 };
 
 /// Model used when speech.conf names none (relative to the working directory or the conf).
-pub const DEFAULT_MODEL: &str = "models/ggml-tiny.en.bin";
+pub const DEFAULT_MODEL: &str = "ggml-tiny.en.bin";
 /// Audio kept before the detected speech start (soft word onsets).
 const PREROLL_MS: u64 = 200;
 /// Audio kept after the last voiced frame.
@@ -89,6 +102,14 @@ const SAMPLES_PER_CTX: usize = 320;
 /// ("Technical support. Technical support. ...") on 1-2 s utterances.
 const AUDIO_CTX_MARGIN: i32 = 128;
 const AUDIO_CTX_MIN: i32 = 256;
+/// Transcript match confidence taken as the phrase itself (see `map_results`).
+const VERBATIM_MATCH: i32 = 900;
+/// Level of the synthesised 4-8 kHz band against each unvoiced frame's RMS (see [`bwe`]);
+/// chosen with `voxpbx bench grammar` over 0, 0.5, 0.75 and 1 (README: "Menu recognition").
+const BWE_GAIN: f32 = 0.75;
+/// Default `phrase_threshold`: a phrase whose tokens average this probability (x 1000) or
+/// better is taken as what the caller said.
+const DEFAULT_PHRASE_THRESHOLD: i32 = 300;
 
 /// Encoder window size policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +189,14 @@ pub struct WhisperSettings {
     pub audio_ctx: AudioCtx,
     pub grammar_threshold: i32,
     pub grammar_prompt: bool,
+    /// Synthesise the 4-8 kHz band of 8 kHz audio before inference (see [`bwe`]).
+    pub bandwidth_extension: bool,
+    /// Score every phrase of a small active grammar by forced decoding (see [`phrases`]).
+    pub phrase_scoring: bool,
+    /// Minimum phrase score (0..1000) for a forced-decoding match.
+    pub phrase_threshold: i32,
+    /// Active grammars with more phrases than this are matched on the transcript only.
+    pub phrase_max: usize,
     /// Fixed prompt text (overrides the grammar phrases).
     pub prompt: Option<String>,
     pub nbest: usize,
@@ -192,6 +221,10 @@ impl Default for WhisperSettings {
             audio_ctx: AudioCtx::Auto,
             grammar_threshold: 500,
             grammar_prompt: true,
+            bandwidth_extension: true,
+            phrase_scoring: true,
+            phrase_threshold: DEFAULT_PHRASE_THRESHOLD,
+            phrase_max: 64,
             prompt: None,
             nbest: 3,
         }
@@ -214,6 +247,10 @@ const SESSION_KEYS: &[&str] = &[
     "audio_ctx",
     "grammar_threshold",
     "grammar_prompt",
+    "bandwidth_extension",
+    "phrase_scoring",
+    "phrase_threshold",
+    "phrase_max",
     "prompt",
     "nbest",
 ];
@@ -236,6 +273,8 @@ const NUMERIC_KEYS: &[&str] = &[
     "speculative_ms",
     "vad_aggressiveness",
     "grammar_threshold",
+    "phrase_threshold",
+    "phrase_max",
     "nbest",
     "pool_size",
     "queue_size",
@@ -327,6 +366,10 @@ impl WhisperSettings {
             "audio_ctx" => self.audio_ctx = AudioCtx::parse(v)?,
             "grammar_threshold" => self.grammar_threshold = parse_num(v, 0, 1000)?,
             "grammar_prompt" => self.grammar_prompt = parse_bool(v)?,
+            "bandwidth_extension" => self.bandwidth_extension = parse_bool(v)?,
+            "phrase_scoring" => self.phrase_scoring = parse_bool(v)?,
+            "phrase_threshold" => self.phrase_threshold = parse_num(v, 0, 1000)?,
+            "phrase_max" => self.phrase_max = parse_num(v, 1, 1000)?,
             "prompt" => {
                 self.prompt = if v.is_empty() {
                     None
@@ -362,6 +405,10 @@ impl WhisperSettings {
             "audio_ctx" => self.audio_ctx.to_string(),
             "grammar_threshold" => self.grammar_threshold.to_string(),
             "grammar_prompt" => yes_no(self.grammar_prompt).into(),
+            "bandwidth_extension" => yes_no(self.bandwidth_extension).into(),
+            "phrase_scoring" => yes_no(self.phrase_scoring).into(),
+            "phrase_threshold" => self.phrase_threshold.to_string(),
+            "phrase_max" => self.phrase_max.to_string(),
             "prompt" => self.prompt.clone().unwrap_or_default(),
             "nbest" => self.nbest.to_string(),
             _ => return None,
@@ -380,8 +427,9 @@ impl WhisperSettings {
         }
     }
 
-    /// Read a speech.conf section (only `get` / `get_parse` are used).
-    pub fn from_section(section: &Section) -> Result<WhisperSettings, String> {
+    /// Read a speech.conf section (only `get` / `get_parse` are used). Relative model paths are
+    /// in `models` (voxpbx.conf `[directories] models`).
+    pub fn from_section(section: &Section, models: &Path) -> Result<WhisperSettings, String> {
         let mut s = WhisperSettings::default();
         if let Some(t) = section.get("type") {
             if !t.trim().eq_ignore_ascii_case("whisper") {
@@ -400,28 +448,13 @@ impl WhisperSettings {
             s.set(key, v)
                 .map_err(|e| format!("speech.conf [{}] {key} = {v}: {e}", section.name))?;
         }
-        s.model = resolve_model_path(&s.model, section);
-        s.vad_model = resolve_model_path(&s.vad_model, section);
-        s.onnxruntime = resolve_model_path(&s.onnxruntime, section);
-        Ok(s)
-    }
-}
-
-/// A relative model path is looked up in the working directory, then next to the conf file
-/// and in its parent (a repo's `conf/speech.conf` finds the repo's `models/`).
-fn resolve_model_path(model: &Path, section: &Section) -> PathBuf {
-    if model.is_absolute() || model.exists() {
-        return model.to_path_buf();
-    }
-    if let Some(dir) = section.file.parent() {
-        for base in [Some(dir), dir.parent()].into_iter().flatten() {
-            let p = base.join(model);
-            if p.exists() {
-                return p;
+        for p in [&mut s.model, &mut s.vad_model, &mut s.onnxruntime] {
+            if p.is_relative() {
+                *p = models.join(&*p);
             }
         }
+        Ok(s)
     }
-    model.to_path_buf()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,6 +548,9 @@ pub struct Transcript {
     /// Other beam-search hypotheses, best first (only when n-best was asked for and
     /// `beam_size` > 1); texts differ from `text` and from each other once normalised.
     pub alternatives: Vec<Alternative>,
+    /// Forced-decoding scores of the active grammar's phrases, best first (empty when the
+    /// grammar is too large or phrase scoring is off).
+    pub phrases: Vec<PhraseScore>,
 }
 
 /// An n-best alternative to a [`Transcript`].
@@ -534,6 +570,11 @@ struct JobOptions {
     prompt_tokens: Arc<Vec<i32>>,
     /// Beam-search alternatives wanted besides the transcript (0 = none).
     alternatives: usize,
+    /// Synthesise the upper band of 8 kHz audio.
+    bandwidth_extension: bool,
+    /// The active grammar's phrases to score, and the score below which a branch is dropped.
+    phrases: Option<Arc<PhraseSet>>,
+    phrase_threshold: i32,
 }
 
 /// How a session turns a transcript into results.
@@ -541,6 +582,7 @@ struct JobOptions {
 struct Mapping {
     grammars: Vec<Arc<Grammar>>,
     threshold: i32,
+    phrase_threshold: i32,
     nbest: usize,
 }
 
@@ -550,9 +592,22 @@ struct Mapping {
 /// grammar matches of the transcript and of its beam alternatives, and the raw alternatives
 /// themselves when the transcript matched no grammar.
 fn map_results(t: &Transcript, m: &Mapping) -> Vec<SpeechResult> {
+    if t.phrases
+        .first()
+        .is_some_and(|p| p.score >= m.phrase_threshold)
+    {
+        return phrase_results(&t.phrases, m);
+    }
     if t.text.is_empty() {
         return Vec::new();
     }
+    // Every phrase was scored against the audio and none cleared the threshold: only a
+    // (near-)verbatim phrase in the transcript is still taken as a match, not a fuzzy one.
+    let threshold = if t.phrases.is_empty() {
+        m.threshold
+    } else {
+        m.threshold.max(VERBATIM_MATCH)
+    };
     let n = m.nbest.max(1);
     let refs: Vec<&Grammar> = m.grammars.iter().map(|g| g.as_ref()).collect();
     let hyps = std::iter::once((t.text.as_str(), t.score))
@@ -563,7 +618,7 @@ fn map_results(t: &Transcript, m: &Mapping) -> Vec<SpeechResult> {
         let matches = if refs.is_empty() {
             Vec::new()
         } else {
-            grammar::match_grammars(&refs, text, m.threshold, n)
+            grammar::match_grammars(&refs, text, threshold, n)
         };
         let raw =
             matches.is_empty() && (i == 0 || first.as_ref().is_some_and(|f| f.grammar.is_none()));
@@ -610,6 +665,31 @@ fn map_results(t: &Transcript, m: &Mapping) -> Vec<SpeechResult> {
         .collect()
 }
 
+/// Results from forced-decoding phrase scores (best first): every phrase over the threshold,
+/// one per grammar and value, up to the n-best size.
+fn phrase_results(scores: &[PhraseScore], m: &Mapping) -> Vec<SpeechResult> {
+    let mut out: Vec<SpeechResult> = Vec::new();
+    for s in scores.iter().filter(|s| s.score >= m.phrase_threshold) {
+        let (grammar, value) = (&s.phrase.grammar, s.phrase.value());
+        if out
+            .iter()
+            .any(|r| r.grammar.as_ref() == Some(grammar) && r.text == value)
+        {
+            continue;
+        }
+        out.push(SpeechResult {
+            text: value.to_string(),
+            score: s.score,
+            grammar: Some(grammar.clone()),
+            nbest: out.len() as i32,
+        });
+        if out.len() == m.nbest.max(1) {
+            break;
+        }
+    }
+    out
+}
+
 enum Reply {
     Slot(Arc<JobSlot>),
     Direct(mpsc::Sender<Result<Transcript, SpeechError>>),
@@ -635,6 +715,7 @@ struct Worker {
     /// copies the language into a CString it never frees, so it is set once per worker).
     params: HashMap<(String, u32), FullParams<'static, 'static>>,
     up8k: Option<Upsampler>,
+    bwe: BandwidthExtender,
     pcm16: Vec<f32>,
 }
 
@@ -778,6 +859,7 @@ impl Worker {
                 fallback: false,
                 loop_cut,
                 alternatives,
+                phrases: Vec::new(),
             },
             runaway,
         ))
@@ -807,6 +889,9 @@ impl Worker {
                 if let Some(up) = self.up8k.as_mut() {
                     up.process(&job.pcm, pcm16)?;
                 }
+                if job.opts.bandwidth_extension {
+                    self.bwe.extend(&job.pcm, pcm16, BWE_GAIN);
+                }
             }
             r => return Err(format!("unsupported sample rate {r}")),
         }
@@ -834,8 +919,47 @@ impl Worker {
                 .0;
             t.fallback = true;
         }
+        if let Some(set) = &job.opts.phrases {
+            // The encoder's output of the last decode is still in the state.
+            t.phrases = self.score_phrases(set, &job.opts)?;
+        }
         t.audio_secs = audio_secs;
         Ok(t)
+    }
+
+    /// Forced decoding of every phrase of `set` against the audio the state last encoded.
+    fn score_phrases(
+        &mut self,
+        set: &PhraseSet,
+        opts: &JobOptions,
+    ) -> Result<Vec<PhraseScore>, String> {
+        let ctx = &self.ctx;
+        // The decoder sees what the free decode saw: the grammar's bias prompt, then the task.
+        let mut prefix = Vec::with_capacity(opts.prompt_tokens.len() + 5);
+        if !opts.prompt_tokens.is_empty() {
+            prefix.push(ctx.token_prev());
+            prefix.extend_from_slice(&opts.prompt_tokens);
+        }
+        prefix.push(ctx.token_sot());
+        if ctx.is_multilingual() {
+            let lang = whisper_rs::get_lang_id(&opts.language).unwrap_or(0);
+            prefix.extend([ctx.token_lang(lang), ctx.token_transcribe()]);
+        }
+        prefix.push(ctx.token_not());
+        let state = &mut self.state;
+        let threads = opts.threads as usize;
+        // whisper-rs returns the logits of the batch's first token, so the last token of a
+        // batch must be fed alone (PhraseSet::score does) to read the next token's logits.
+        let mut step = |toks: &[i32], n_past: usize| -> Result<Vec<f32>, String> {
+            state
+                .decode(toks, n_past, threads)
+                .map_err(|e| format!("whisper phrase decode failed: {e}"))?;
+            state
+                .get_logits()
+                .map(<[f32]>::to_vec)
+                .map_err(|e| format!("whisper phrase decode failed: {e}"))
+        };
+        set.score(&prefix, self.eot, opts.phrase_threshold, &mut step)
     }
 }
 
@@ -1103,6 +1227,13 @@ impl JobSlot {
 // ---------------------------------------------------------------------------------------------
 // Engine
 
+/// See [`Core::grammar_setup`].
+struct GrammarSetup {
+    prompt_tokens: Arc<Vec<i32>>,
+    phrases: Option<Arc<PhraseSet>>,
+    mapping: Arc<Mapping>,
+}
+
 /// A parsed grammar file and the modification time it was parsed at.
 type CachedGrammar = (Option<SystemTime>, Arc<Grammar>);
 
@@ -1148,6 +1279,52 @@ impl Core {
         }
         cache.insert(path.to_path_buf(), (mtime, g.clone()));
         Ok(g)
+    }
+
+    /// What active grammars make of a recognition: the bias prompt, the phrases to score and
+    /// the result mapping (shared by a session and [`WhisperEngine::transcribe_grammars`]).
+    fn grammar_setup(
+        &self,
+        settings: &WhisperSettings,
+        grammars: Vec<Arc<Grammar>>,
+        nbest: usize,
+    ) -> GrammarSetup {
+        let text = match &settings.prompt {
+            Some(p) => p.clone(),
+            None if settings.grammar_prompt => {
+                let mut t = String::new();
+                for g in &grammars {
+                    let room = PROMPT_MAX_CHARS.saturating_sub(t.len() + 1);
+                    let p = g.prompt_text(room);
+                    if !p.is_empty() {
+                        if !t.is_empty() {
+                            t.push(' ');
+                        }
+                        t.push_str(&p);
+                    }
+                }
+                t
+            }
+            None => String::new(),
+        };
+        let phrases = if settings.phrase_scoring {
+            PhraseSet::build(&grammars, settings.phrase_max, |s| {
+                self.ctx.tokenize(s, s.len() + 8).ok()
+            })
+            .map(Arc::new)
+        } else {
+            None
+        };
+        GrammarSetup {
+            prompt_tokens: self.prompt_tokens(&text),
+            phrases,
+            mapping: Arc::new(Mapping {
+                grammars,
+                threshold: settings.grammar_threshold,
+                phrase_threshold: settings.phrase_threshold,
+                nbest,
+            }),
+        }
     }
 
     fn prompt_tokens(&self, text: &str) -> Arc<Vec<i32>> {
@@ -1222,8 +1399,8 @@ fn check_model_file(model: &Path) -> Result<(), String> {
 impl WhisperEngine {
     /// Build the engine from a speech.conf section (`type = whisper`); the section name is the
     /// engine name. Loads the model and starts the worker pool.
-    pub fn from_section(section: &Section) -> Result<WhisperEngine, String> {
-        let settings = WhisperSettings::from_section(section)?;
+    pub fn from_section(section: &Section, models: &Path) -> Result<WhisperEngine, String> {
+        let settings = WhisperSettings::from_section(section, models)?;
         WhisperEngine::new(&section.name, settings)
     }
 
@@ -1273,6 +1450,7 @@ impl WhisperEngine {
                 n_audio_ctx,
                 params: HashMap::new(),
                 up8k: None,
+                bwe: BandwidthExtender::default(),
                 pcm16: Vec::new(),
             };
             let rx = rx.clone();
@@ -1329,22 +1507,73 @@ impl WhisperEngine {
         audio_ctx: AudioCtx,
         prompt: Option<&str>,
     ) -> Result<Transcript, SpeechError> {
-        if pcm.is_empty() {
-            return Err(SpeechError::Engine("no audio".into()));
-        }
         let s = &self.core.settings;
-        let (tx, rx) = mpsc::channel();
-        self.core.submit(Job {
-            pcm: pcm.to_vec(),
+        self.submit_job(
+            pcm,
             rate,
-            opts: JobOptions {
+            JobOptions {
                 language: s.language.clone(),
                 beam_size: s.beam_size,
                 threads: s.threads,
                 audio_ctx,
                 prompt_tokens: self.core.prompt_tokens(prompt.unwrap_or("")),
                 alternatives: 0,
+                bandwidth_extension: s.bandwidth_extension,
+                phrases: None,
+                phrase_threshold: 0,
             },
+        )
+    }
+
+    /// One utterance decoded and mapped as a session with `grammars` active does it (bias
+    /// prompt, phrase scoring when `phrase_scoring` and the grammars are small enough), without
+    /// VAD or endpointing: the grammar benchmark. Blocks like
+    /// [`transcribe_direct`](Self::transcribe_direct).
+    pub fn transcribe_grammars(
+        &self,
+        pcm: &[f32],
+        rate: u32,
+        grammars: &[Arc<Grammar>],
+        phrase_scoring: bool,
+    ) -> Result<(Transcript, Vec<SpeechResult>), SpeechError> {
+        let settings = WhisperSettings {
+            phrase_scoring,
+            ..self.core.settings.clone()
+        };
+        let g = self.core.grammar_setup(&settings, grammars.to_vec(), 1);
+        let t = self.submit_job(
+            pcm,
+            rate,
+            JobOptions {
+                language: settings.language.clone(),
+                beam_size: settings.beam_size,
+                threads: settings.threads,
+                audio_ctx: settings.audio_ctx,
+                prompt_tokens: g.prompt_tokens,
+                alternatives: 0,
+                bandwidth_extension: settings.bandwidth_extension,
+                phrases: g.phrases,
+                phrase_threshold: settings.phrase_threshold,
+            },
+        )?;
+        let results = map_results(&t, &g.mapping);
+        Ok((t, results))
+    }
+
+    fn submit_job(
+        &self,
+        pcm: &[f32],
+        rate: u32,
+        opts: JobOptions,
+    ) -> Result<Transcript, SpeechError> {
+        if pcm.is_empty() {
+            return Err(SpeechError::Engine("no audio".into()));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.core.submit(Job {
+            pcm: pcm.to_vec(),
+            rate,
+            opts,
             cancel: Arc::new(AtomicBool::new(false)),
             reply: Reply::Direct(tx),
         })?;
@@ -1397,6 +1626,7 @@ impl WhisperEngine {
             grammars: HashMap::new(),
             active_grammars: Vec::new(),
             prompt_tokens: Arc::new(Vec::new()),
+            phrases: None,
             mapping: Arc::new(Mapping::default()),
             results_type: ResultsType::Normal,
             spec: None,
@@ -1468,6 +1698,8 @@ pub struct WhisperSession {
     grammars: HashMap<String, Arc<Grammar>>,
     active_grammars: Vec<String>,
     prompt_tokens: Arc<Vec<i32>>,
+    /// The active grammars' phrases, when few enough to score by forced decoding.
+    phrases: Option<Arc<PhraseSet>>,
     mapping: Arc<Mapping>,
     results_type: ResultsType,
     /// Speculative decode of the current utterance.
@@ -1491,42 +1723,23 @@ impl WhisperSession {
         &self.active_grammars
     }
 
-    /// Rebuild the prompt tokens and the result mapping after grammar or setting changes.
+    /// Rebuild the prompt tokens, the phrases to score and the result mapping after grammar or
+    /// setting changes.
     fn rebuild(&mut self) {
-        let text = match &self.settings.prompt {
-            Some(p) => p.clone(),
-            None if self.settings.grammar_prompt => {
-                let mut t = String::new();
-                for name in &self.active_grammars {
-                    if let Some(g) = self.grammars.get(name) {
-                        let room = PROMPT_MAX_CHARS.saturating_sub(t.len() + 1);
-                        let p = g.prompt_text(room);
-                        if !p.is_empty() {
-                            if !t.is_empty() {
-                                t.push(' ');
-                            }
-                            t.push_str(&p);
-                        }
-                    }
-                }
-                t
-            }
-            None => String::new(),
+        let grammars = self
+            .active_grammars
+            .iter()
+            .filter_map(|n| self.grammars.get(n).cloned())
+            .collect();
+        let nbest = if self.results_type == ResultsType::Nbest {
+            self.settings.nbest
+        } else {
+            1
         };
-        self.prompt_tokens = self.core.prompt_tokens(&text);
-        self.mapping = Arc::new(Mapping {
-            grammars: self
-                .active_grammars
-                .iter()
-                .filter_map(|n| self.grammars.get(n).cloned())
-                .collect(),
-            threshold: self.settings.grammar_threshold,
-            nbest: if self.results_type == ResultsType::Nbest {
-                self.settings.nbest
-            } else {
-                1
-            },
-        });
+        let g = self.core.grammar_setup(&self.settings, grammars, nbest);
+        self.prompt_tokens = g.prompt_tokens;
+        self.phrases = g.phrases;
+        self.mapping = g.mapping;
     }
 
     fn job_options(&self) -> JobOptions {
@@ -1541,6 +1754,9 @@ impl WhisperSession {
             } else {
                 0
             },
+            bandwidth_extension: self.settings.bandwidth_extension,
+            phrases: self.phrases.clone(),
+            phrase_threshold: self.settings.phrase_threshold,
         }
     }
 
@@ -2063,39 +2279,53 @@ mod tests {
 
     #[test]
     fn settings_from_section() {
-        let s = WhisperSettings::from_section(&section(&[
-            ("type", "whisper"),
-            ("model", "/nonexistent/ggml-base.bin"),
-            ("endpoint_ms", "400"),
-            ("pool_size", "3"),
-            ("speculative", "no"),
-            ("audio_ctx", "full"),
-        ]))
+        let s = WhisperSettings::from_section(
+            &section(&[
+                ("type", "whisper"),
+                ("model", "/nonexistent/ggml-base.bin"),
+                ("endpoint_ms", "400"),
+                ("pool_size", "3"),
+                ("speculative", "no"),
+                ("audio_ctx", "full"),
+            ]),
+            Path::new("/m"),
+        )
         .unwrap();
         assert_eq!(s.model, PathBuf::from("/nonexistent/ggml-base.bin"));
+        // Relative paths (here the defaults) are in the models directory.
+        assert_eq!(s.vad_model, Path::new("/m").join(silero::DEFAULT_MODEL));
+        assert_eq!(s.onnxruntime, Path::new("/m").join(silero::DEFAULT_LIBRARY));
         assert_eq!(s.endpoint.endpoint_ms, 400);
         assert_eq!(s.pool_size, 3);
         assert!(!s.speculative);
         assert_eq!(s.audio_ctx, AudioCtx::Full);
-        let e = WhisperSettings::from_section(&section(&[("threads", "two")])).unwrap_err();
+        let e = WhisperSettings::from_section(&section(&[("threads", "two")]), Path::new("/m"))
+            .unwrap_err();
         assert!(e.contains("speech.conf:2"), "{e}");
-        let s = WhisperSettings::from_section(&section(&[
-            ("vad", "silero"),
-            ("vad_threshold", "0.6"),
-            ("vad_model", "/nonexistent/vad.onnx"),
-        ]))
+        let s = WhisperSettings::from_section(
+            &section(&[
+                ("vad", "silero"),
+                ("vad_threshold", "0.6"),
+                ("vad_model", "/nonexistent/vad.onnx"),
+            ]),
+            Path::new("/m"),
+        )
         .unwrap();
         assert_eq!(s.vad, VadKind::Silero);
         assert_eq!(s.vad_threshold, 0.6);
         assert_eq!(s.vad_model, PathBuf::from("/nonexistent/vad.onnx"));
-        let e = WhisperSettings::from_section(&section(&[("vad", "rnnoise")])).unwrap_err();
+        let e = WhisperSettings::from_section(&section(&[("vad", "rnnoise")]), Path::new("/m"))
+            .unwrap_err();
         assert!(e.contains("speech.conf [whisper] vad = rnnoise"), "{e}");
-        let e = WhisperSettings::from_section(&section(&[("vad_threshold", "2")])).unwrap_err();
+        let e = WhisperSettings::from_section(&section(&[("vad_threshold", "2")]), Path::new("/m"))
+            .unwrap_err();
         assert!(
             e.contains("vad_threshold") && e.contains("0.0 to 1.0"),
             "{e}"
         );
-        assert!(WhisperSettings::from_section(&section(&[("type", "aeap")])).is_err());
+        assert!(
+            WhisperSettings::from_section(&section(&[("type", "aeap")]), Path::new("/m")).is_err()
+        );
     }
 
     #[test]
@@ -2144,7 +2374,9 @@ mod tests {
     /// the file and the install command (needs the whisper model to get that far).
     #[test]
     fn silero_vad_missing_files_fail_engine_load() {
-        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(DEFAULT_MODEL);
         if !model.exists() {
             eprintln!("NOTE: {} missing; test skipped", model.display());
             return;
@@ -2197,6 +2429,7 @@ mod tests {
             mapping: Arc::new(Mapping {
                 grammars: vec![],
                 threshold: 500,
+                phrase_threshold: 300,
                 nbest: 1,
             }),
             mode: Mutex::new(if speculative {
@@ -2217,6 +2450,7 @@ mod tests {
             fallback: false,
             loop_cut: false,
             alternatives: Vec::new(),
+            phrases: Vec::new(),
         }
     }
 
@@ -2296,6 +2530,7 @@ mod tests {
             mapping: Arc::new(Mapping {
                 grammars: vec![g],
                 threshold: 300,
+                phrase_threshold: 300,
                 nbest: 3,
             }),
             mode: Mutex::new(SlotMode::Final),
@@ -2324,10 +2559,12 @@ mod tests {
             fallback: false,
             loop_cut: false,
             alternatives: Vec::new(),
+            phrases: Vec::new(),
         };
         let none = Mapping {
             grammars: vec![],
             threshold: 500,
+            phrase_threshold: 300,
             nbest: 1,
         };
         assert_eq!(
@@ -2342,6 +2579,7 @@ mod tests {
         let m = Mapping {
             grammars: vec![g.clone()],
             threshold: 500,
+            phrase_threshold: 300,
             nbest: 1,
         };
         let r = map_results(&t, &m);
@@ -2358,6 +2596,7 @@ mod tests {
         let nb = Mapping {
             grammars: vec![g],
             threshold: 100,
+            phrase_threshold: 300,
             nbest: 3,
         };
         let two = Transcript {
@@ -2389,7 +2628,9 @@ mod tests {
         use std::process::Command;
 
         fn model() -> Option<PathBuf> {
-            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models")
+                .join(DEFAULT_MODEL);
             if p.exists() {
                 Some(p)
             } else {
@@ -2504,6 +2745,38 @@ mod tests {
         fn departments() -> Grammar {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("grammars/departments.gram");
             Grammar::load("departments", &p).unwrap()
+        }
+
+        /// Single menu words spoken by espeak-ng (its default voice, as the README's demo does)
+        /// and sent as 8 kHz µ-law come back as the grammar's phrases. tiny.en alone hears
+        /// "sales" as "Pay on." on such audio; the bandwidth extension and phrase scoring fix it.
+        #[test]
+        fn menu_words_at_8khz_come_back_as_grammar_phrases() {
+            let Some(e) = engine(|_| {}) else { return };
+            let g = vec![Arc::new(departments())];
+            for word in ["sales", "support", "billing"] {
+                let Some(raw) = speak(word, true) else { return };
+                let pcm: Vec<f32> = raw
+                    .iter()
+                    .map(|&b| f32::from(ulaw_to_linear(b)) / 32768.0)
+                    .collect();
+                let (t, r) = e.transcribe_grammars(&pcm, 8000, &g, true).unwrap();
+                assert!(!t.phrases.is_empty(), "{word}: phrases were not scored");
+                assert_eq!(r.len(), 1, "{word}: {t:?}");
+                assert_eq!(r[0].text, word, "{word}: {t:?} {r:?}");
+                assert_eq!(r[0].grammar.as_deref(), Some("departments"));
+                assert!((1..=1000).contains(&r[0].score), "{r:?}");
+            }
+            // Something that is none of the phrases is not forced onto one.
+            let Some(raw) = speak("what is the weather like today", true) else {
+                return;
+            };
+            let pcm: Vec<f32> = raw
+                .iter()
+                .map(|&b| f32::from(ulaw_to_linear(b)) / 32768.0)
+                .collect();
+            let (t, r) = e.transcribe_grammars(&pcm, 8000, &g, true).unwrap();
+            assert!(r.iter().all(|r| r.grammar.is_none()), "{t:?} {r:?}");
         }
 
         #[test]
