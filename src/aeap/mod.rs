@@ -1,5 +1,5 @@
 //! AEAP (Asterisk External Application Protocol), wire-compatible with Asterisk's res_aeap and
-//! res_speech_aeap. See shared/specs/aeap-and-speech-api.md section A and docs/aeap.md.
+//! res_speech_aeap. See docs/aeap.md for the protocol and how voxpbx uses it.
 //!
 //! * [`message`]: sans-IO JSON message codec (kinds, names, ids, 32 KiB limit, key order).
 //! * [`transaction`]: sans-IO request/response transactions with timeouts, told the time.

@@ -2,7 +2,7 @@
 //! SpeechUnloadGrammar, SpeechActivateGrammar, SpeechDeactivateGrammar, SpeechStart,
 //! SpeechBackground, SpeechProcessingSound, SpeechDestroy and the SPEECH* functions.
 //!
-//! Semantics follow shared/specs/aeap-and-speech-api.md section B. voxpbx additions: engines may
+//! Semantics follow Asterisk's app_speech_utils and res_speech. voxpbx additions: engines may
 //! set QUIET at speech onset (barge-in, for every engine that has VAD), `SPEECH_ERROR` tells why a
 //! recognition ended abnormally, and speech events are published on the bus.
 

@@ -196,6 +196,9 @@ pub struct GenerateOpts {
     pub snrs: Vec<f64>,
     /// Only the first N lines of the list (0 = all).
     pub max_lines: usize,
+    /// Band-limit to the telephone band (300-3400 Hz); else the whole 0-4 kHz of 8 kHz audio
+    /// (what `sox in.wav -r 8000 out.wav` gives, as in the README's demo).
+    pub telephone_band: bool,
 }
 
 impl GenerateOpts {
@@ -207,6 +210,7 @@ impl GenerateOpts {
             speeds: vec![150, 175],
             snrs: vec![20.0, 10.0],
             max_lines: 0,
+            telephone_band: true,
         }
     }
 }
@@ -288,11 +292,17 @@ pub fn generate(opts: &GenerateOpts) -> Result<usize, CorpusError> {
                     .arg(&raw)
                     .arg(transcript))?;
                 let clean = opts.out.join(format!("{base}.wav"));
+                let band: &[&str] = if opts.telephone_band {
+                    &["highpass", "300", "lowpass", "3400"]
+                } else {
+                    &[]
+                };
                 run(Command::new("sox")
                     .arg(&raw)
                     .args(["-r", "8000", "-c", "1", "-b", "16"])
                     .arg(&clean)
-                    .args(["highpass", "300", "lowpass", "3400", "pad", "0.3", "0.2"]))?;
+                    .args(band)
+                    .args(["pad", "0.3", "0.2"]))?;
                 let (samples, rate) = read_wav(&clean)?;
                 let span = speech_span(&samples, rate).unwrap_or(SpeechSpan {
                     speech_start_ms: 0,

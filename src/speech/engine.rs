@@ -2,7 +2,7 @@
 //! implements (local whisper, AEAP client, ...), the per-call `EngineSession`, the state shared
 //! between the channel task and the engine's background work, and the engine registry.
 //!
-//! Semantics follow shared/specs/aeap-and-speech-api.md section B.1.
+//! Semantics follow Asterisk's res_speech (`ast_speech_*`).
 //! Dialplan apps (SpeechCreate...) and AGI `SPEECH *` commands both drive a [`Speech`] object.
 
 use crate::media::{Format, Frame};

@@ -4,7 +4,7 @@
 //! - [`Endpointer`]: the pure state machine over per-frame voiced/unvoiced decisions. Time is
 //!   the audio itself (the sum of the frame durations it was told about), so it is tested with
 //!   synthetic decisions and never reads a clock. It finds the speech onset (a minimum amount of
-//!   voiced audio, so clicks do not count), a speculative pause point (LATENCY.md lever 2), the
+//!   voiced audio, so clicks do not count), a speculative pause point (to decode before the endpoint), the
 //!   endpoint (trailing silence), the no-input timeout and the maximum utterance length.
 //! - [`Vad`]: a detector producing those decisions on chunks of 8 kHz or 16 kHz signed-linear
 //!   audio, whatever the size of the frames it is given: webrtc-vad (libfvad, 20 ms chunks, the

@@ -2,7 +2,7 @@
 """An AEAP speech_to_text client that behaves like Asterisk's res_speech_aeap, for testing an
 AEAP *server* (an external speech application) such as `voxpbx aeap-serve`.
 
-Written from the protocol description (shared/specs/aeap-and-speech-api.md, section A):
+Written from the protocol description (docs/aeap.md and Asterisk's res_aeap):
   * connects with `Sec-WebSocket-Protocol: speech_to_text`, no extensions;
   * sends `setup` (compact JSON, `request` first, `id` last, version 0.1.0, one codec {name},
     params always present) and requires `codecs[0].name` to equal the offer within 1 s;

@@ -2,7 +2,7 @@
 """A scriptable AEAP speech_to_text engine (the external application side), for testing an
 AEAP client (voxpbx's res_speech_aeap equivalent).
 
-Written from the protocol description (shared/specs/aeap-and-speech-api.md, section A), not from
+Written from the protocol description (docs/aeap.md and Asterisk's res_aeap), not from
 any client implementation: it validates what a compatible client must send and answers the way
 real engines (the asterisk/aeap-speech-to-text reference app and friends) do.
 

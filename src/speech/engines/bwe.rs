@@ -36,13 +36,16 @@ pub struct BandwidthExtender {
 
 impl BandwidthExtender {
     /// Add the upper band to `wide`, the 16 kHz upsampling of `narrow` (two output samples per
-    /// input sample). `gain` scales the synthesised band against each frame's RMS.
+    /// input sample; anything after those, such as padding, is left alone). `gain` scales the
+    /// synthesised band against each frame's RMS.
     pub fn extend(&mut self, narrow: &[f32], wide: &mut [f32], gain: f32) {
         let frames = narrow.len() / FRAME;
         if frames == 0 || gain <= 0.0 {
             return;
         }
         self.frame_gains(narrow, frames, gain);
+        let len = (2 * narrow.len()).min(wide.len());
+        let wide = &mut wide[..len];
         self.highband_noise(wide.len());
         let g = &self.gains;
         for (i, (o, n)) in wide.iter_mut().zip(&self.noise).enumerate() {

@@ -23,25 +23,28 @@
 //! audio_ctx = auto       ; auto | full | N (encoder window, 50 per second of audio)
 //! grammar_threshold = 500; minimum grammar match confidence (0..1000)
 //! grammar_prompt = yes   ; prime Whisper with the active grammars' phrases
-//! bandwidth_extension = yes ; synthesise the 4-8 kHz band of 8 kHz calls (fricatives)
+//! bandwidth_extension = 1.25 ; 8 kHz calls whose phrases all score below the threshold are
+//!                        ; scored again with a 4-8 kHz band synthesised at this level (x each
+//!                        ; unvoiced frame's RMS); no / 0 = never
 //! phrase_scoring = yes   ; score each phrase of a small active grammar against the audio
 //! phrase_threshold = 300 ; minimum phrase score (0..1000)
 //! phrase_max = 64        ; grammars with more phrases are matched on the transcript only
 //! nbest = 3              ; alternatives returned when SPEECH_RESULTS_TYPE is nbest
 //! ```
 //!
-//! Where things happen (LATENCY.md):
+//! Where things happen (what keeps the time from end of speech to result short):
 //! - `write()` runs on the channel task: G.711/slin decode, VAD (webrtc-vad or Silero),
-//!   endpointing, copying samples into the utterance buffer. Onset sets QUIET at once (barge-in, lever 4).
+//!   endpointing, copying samples into the utterance buffer. Onset sets QUIET at once (barge-in).
 //! - The model is loaded once per engine; a fixed pool of worker threads each owns one
-//!   `WhisperState` (lever 5) and a reusable 8->16 kHz rubato resampler (lever 7). The queue is
-//!   bounded: a full pool fails the recognition with a busy error, it never stalls (lever 6).
+//!   `WhisperState` and a reusable 8->16 kHz rubato resampler. The queue is
+//!   bounded: a full pool fails the recognition with a busy error, it never stalls.
 //! - `audio_ctx` is sized to the utterance, falling back to the full window when that yields
-//!   nothing (lever 1). After `speculative_ms` of silence the utterance is decoded speculatively;
+//!   nothing. After `speculative_ms` of silence the utterance is decoded speculatively;
 //!   speech resuming cancels it (skipped if its encoder has not started, discarded otherwise),
-//!   silence reaching the endpoint makes it the result (lever 2).
+//!   silence reaching the endpoint makes it the result.
 //!
-//! - 8 kHz audio gets its missing 4-8 kHz band synthesised in unvoiced frames before inference
+//! - When no phrase of a small grammar is sure on an 8 kHz call, the utterance is decoded and
+//!   scored again with its missing 4-8 kHz band synthesised in unvoiced frames
 //!   ([`bwe`](super::bwe)): without it tiny.en hears an 8 kHz "sales" as "Pay on.".
 //!
 //! Results: the transcript and a score (mean token probability x 1000). With a small active
@@ -102,11 +105,14 @@ const SAMPLES_PER_CTX: usize = 320;
 /// ("Technical support. Technical support. ...") on 1-2 s utterances.
 const AUDIO_CTX_MARGIN: i32 = 128;
 const AUDIO_CTX_MIN: i32 = 256;
-/// Transcript match confidence taken as the phrase itself (see `map_results`).
-const VERBATIM_MATCH: i32 = 900;
-/// Level of the synthesised 4-8 kHz band against each unvoiced frame's RMS (see [`bwe`]);
-/// chosen with `voxpbx bench grammar` over 0, 0.5, 0.75 and 1 (README: "Menu recognition").
-const BWE_GAIN: f32 = 0.75;
+/// Transcript match confidence of a phrase said verbatim (see `map_results`): an exact phrase
+/// anywhere in the transcript scores at least this (0.8 for the alignment, up to 0.2 more for
+/// covering the whole transcript), a fuzzy look-alike less.
+const VERBATIM_MATCH: i32 = 800;
+/// Default `bandwidth_extension`: the level of the synthesised 4-8 kHz band against each
+/// unvoiced frame's RMS (see [`bwe`](super::bwe)), chosen with `voxpbx bench grammar` (README: "Menu
+/// recognition").
+const DEFAULT_BWE_GAIN: f32 = 1.25;
 /// Default `phrase_threshold`: a phrase whose tokens average this probability (x 1000) or
 /// better is taken as what the caller said.
 const DEFAULT_PHRASE_THRESHOLD: i32 = 300;
@@ -189,9 +195,10 @@ pub struct WhisperSettings {
     pub audio_ctx: AudioCtx,
     pub grammar_threshold: i32,
     pub grammar_prompt: bool,
-    /// Synthesise the 4-8 kHz band of 8 kHz audio before inference (see [`bwe`]).
-    pub bandwidth_extension: bool,
-    /// Score every phrase of a small active grammar by forced decoding (see [`phrases`]).
+    /// Level of the 4-8 kHz band synthesised for 8 kHz audio before inference, x each unvoiced
+    /// frame's RMS (0 = off; see [`bwe`](super::bwe)).
+    pub bandwidth_extension: f32,
+    /// Score every phrase of a small active grammar by forced decoding (see [`phrases`](super::phrases)).
     pub phrase_scoring: bool,
     /// Minimum phrase score (0..1000) for a forced-decoding match.
     pub phrase_threshold: i32,
@@ -221,7 +228,7 @@ impl Default for WhisperSettings {
             audio_ctx: AudioCtx::Auto,
             grammar_threshold: 500,
             grammar_prompt: true,
-            bandwidth_extension: true,
+            bandwidth_extension: DEFAULT_BWE_GAIN,
             phrase_scoring: true,
             phrase_threshold: DEFAULT_PHRASE_THRESHOLD,
             phrase_max: 64,
@@ -366,7 +373,18 @@ impl WhisperSettings {
             "audio_ctx" => self.audio_ctx = AudioCtx::parse(v)?,
             "grammar_threshold" => self.grammar_threshold = parse_num(v, 0, 1000)?,
             "grammar_prompt" => self.grammar_prompt = parse_bool(v)?,
-            "bandwidth_extension" => self.bandwidth_extension = parse_bool(v)?,
+            "bandwidth_extension" => {
+                self.bandwidth_extension = match (v.parse::<f32>(), parse_bool(v)) {
+                    (Ok(g), _) if (0.0..=4.0).contains(&g) => g,
+                    (Err(_), Ok(true)) => DEFAULT_BWE_GAIN,
+                    (Err(_), Ok(false)) => 0.0,
+                    _ => {
+                        return Err(format!(
+                            "expected yes, no or a level from 0 to 4, got '{v}'"
+                        ))
+                    }
+                }
+            }
             "phrase_scoring" => self.phrase_scoring = parse_bool(v)?,
             "phrase_threshold" => self.phrase_threshold = parse_num(v, 0, 1000)?,
             "phrase_max" => self.phrase_max = parse_num(v, 1, 1000)?,
@@ -405,7 +423,7 @@ impl WhisperSettings {
             "audio_ctx" => self.audio_ctx.to_string(),
             "grammar_threshold" => self.grammar_threshold.to_string(),
             "grammar_prompt" => yes_no(self.grammar_prompt).into(),
-            "bandwidth_extension" => yes_no(self.bandwidth_extension).into(),
+            "bandwidth_extension" => self.bandwidth_extension.to_string(),
             "phrase_scoring" => yes_no(self.phrase_scoring).into(),
             "phrase_threshold" => self.phrase_threshold.to_string(),
             "phrase_max" => self.phrase_max.to_string(),
@@ -551,6 +569,8 @@ pub struct Transcript {
     /// Forced-decoding scores of the active grammar's phrases, best first (empty when the
     /// grammar is too large or phrase scoring is off).
     pub phrases: Vec<PhraseScore>,
+    /// Text and phrase scores come from the pass with the upper band synthesised.
+    pub bandwidth_extended: bool,
 }
 
 /// An n-best alternative to a [`Transcript`].
@@ -570,8 +590,8 @@ struct JobOptions {
     prompt_tokens: Arc<Vec<i32>>,
     /// Beam-search alternatives wanted besides the transcript (0 = none).
     alternatives: usize,
-    /// Synthesise the upper band of 8 kHz audio.
-    bandwidth_extension: bool,
+    /// Level of the upper band synthesised for 8 kHz audio (0 = none).
+    bandwidth_extension: f32,
     /// The active grammar's phrases to score, and the score below which a branch is dropped.
     phrases: Option<Arc<PhraseSet>>,
     phrase_threshold: i32,
@@ -717,6 +737,8 @@ struct Worker {
     up8k: Option<Upsampler>,
     bwe: BandwidthExtender,
     pcm16: Vec<f32>,
+    /// The upsampled audio again, for the bandwidth-extended pass.
+    wide: Vec<f32>,
 }
 
 impl Worker {
@@ -860,6 +882,7 @@ impl Worker {
                 loop_cut,
                 alternatives,
                 phrases: Vec::new(),
+                bandwidth_extended: false,
             },
             runaway,
         ))
@@ -889,13 +912,46 @@ impl Worker {
                 if let Some(up) = self.up8k.as_mut() {
                     up.process(&job.pcm, pcm16)?;
                 }
-                if job.opts.bandwidth_extension {
-                    self.bwe.extend(&job.pcm, pcm16, BWE_GAIN);
-                }
             }
             r => return Err(format!("unsupported sample rate {r}")),
         }
         let audio_secs = pcm16.len() as f64 / 16000.0;
+        // Bandwidth extension needs the unpadded upsampled audio.
+        let mut wide = std::mem::take(&mut self.wide);
+        wide.clear();
+        wide.extend_from_slice(pcm16);
+        let mut t = self.transcribe(pcm16, audio_secs, job)?;
+        if let Some(set) = &job.opts.phrases {
+            t.phrases = self.phrases_or_none(set, job)?;
+            // No phrase is sure on a narrow-band call: ask again with the upper band given
+            // back, and keep whichever pass found the surer phrase. A pass whose phrase is sure
+            // is never second-guessed: the extension turns /h/, /t/ and /p/ into /s/ as easily as
+            // it restores /s/.
+            let best = |t: &Transcript| t.phrases.first().map(|p| p.score).unwrap_or(0);
+            let gain = job.opts.bandwidth_extension;
+            if best(&t) < job.opts.phrase_threshold && job.rate == 8000 && gain > 0.0 {
+                self.bwe.extend(&job.pcm, &mut wide, gain);
+                let mut t2 = self.transcribe(&mut wide, audio_secs, job)?;
+                t2.phrases = self.phrases_or_none(set, job)?;
+                if best(&t2) > best(&t) {
+                    t2.bandwidth_extended = true;
+                    t = t2;
+                }
+            }
+        }
+        self.wide = wide;
+        t.audio_secs = audio_secs;
+        Ok(t)
+    }
+
+    /// Decode 16 kHz audio (padded here to Whisper's minimum): the sized window, the full
+    /// window when that gave nothing usable, without the bias prompt when that gave nothing.
+    fn transcribe(
+        &mut self,
+        pcm16: &mut Vec<f32>,
+        audio_secs: f64,
+        job: &Job,
+    ) -> Result<Transcript, String> {
         if pcm16.len() < MIN_SAMPLES_16K {
             pcm16.resize(MIN_SAMPLES_16K, 0.0);
         }
@@ -919,12 +975,19 @@ impl Worker {
                 .0;
             t.fallback = true;
         }
-        if let Some(set) = &job.opts.phrases {
-            // The encoder's output of the last decode is still in the state.
-            t.phrases = self.score_phrases(set, &job.opts)?;
-        }
-        t.audio_secs = audio_secs;
         Ok(t)
+    }
+
+    /// The phrase scores of the audio just decoded; none (after a warning) when the decoder
+    /// fails, so the transcript is still mapped.
+    fn phrases_or_none(&mut self, set: &PhraseSet, job: &Job) -> Result<Vec<PhraseScore>, String> {
+        if job.cancel.load(Ordering::Acquire) {
+            return Err(CANCELLED.into());
+        }
+        Ok(self.score_phrases(set, &job.opts).unwrap_or_else(|e| {
+            tracing::warn!("{e}; grammar matched on the transcript only");
+            Vec::new()
+        }))
     }
 
     /// Forced decoding of every phrase of `set` against the audio the state last encoded.
@@ -1452,6 +1515,7 @@ impl WhisperEngine {
                 up8k: None,
                 bwe: BandwidthExtender::default(),
                 pcm16: Vec::new(),
+                wide: Vec::new(),
             };
             let rx = rx.clone();
             let running = running.clone();
@@ -2211,17 +2275,34 @@ mod tests {
     }
 
     #[test]
+    fn phrase_and_bandwidth_settings() {
+        let mut s = WhisperSettings::default();
+        assert_eq!(s.get("phrase_scoring").as_deref(), Some("yes"));
+        assert_eq!(s.get("phrase_threshold").as_deref(), Some("300"));
+        assert_eq!(s.bandwidth_extension, DEFAULT_BWE_GAIN);
+        s.set("bandwidth_extension", "1").unwrap();
+        assert_eq!(s.bandwidth_extension, 1.0);
+        s.set("bandwidth_extension", "no").unwrap();
+        assert_eq!(s.get("bandwidth_extension").as_deref(), Some("0"));
+        s.set("bandwidth_extension", "yes").unwrap();
+        assert_eq!(s.bandwidth_extension, DEFAULT_BWE_GAIN);
+        assert!(s.set("bandwidth_extension", "5").is_err());
+        assert!(s.set("bandwidth_extension", "loud").is_err());
+        assert!(s.set("phrase_threshold", "1001").is_err());
+        assert!(s.set("phrase_max", "0").is_err());
+        s.set("phrase_scoring", "no").unwrap();
+        assert!(!s.phrase_scoring);
+    }
+
+    #[test]
     fn vad_settings() {
         let mut s = WhisperSettings::default();
         assert_eq!(s.get("vad").as_deref(), Some("webrtc"));
         assert_eq!(s.get("vad_threshold").as_deref(), Some("0.5"));
-        assert_eq!(
-            s.get("vad_model").as_deref(),
-            Some("models/silero_vad.onnx")
-        );
+        assert_eq!(s.get("vad_model").as_deref(), Some("silero_vad.onnx"));
         assert_eq!(
             s.get("onnxruntime").as_deref(),
-            Some("models/libonnxruntime.so.1.31.1")
+            Some("libonnxruntime.so.1.31.1")
         );
         s.set("vad", "Silero").unwrap();
         s.set("vad_threshold", "0.65").unwrap();
@@ -2451,6 +2532,7 @@ mod tests {
             loop_cut: false,
             alternatives: Vec::new(),
             phrases: Vec::new(),
+            bandwidth_extended: false,
         }
     }
 
@@ -2560,6 +2642,7 @@ mod tests {
             loop_cut: false,
             alternatives: Vec::new(),
             phrases: Vec::new(),
+            bandwidth_extended: false,
         };
         let none = Mapping {
             grammars: vec![],
@@ -2753,13 +2836,19 @@ mod tests {
         #[test]
         fn menu_words_at_8khz_come_back_as_grammar_phrases() {
             let Some(e) = engine(|_| {}) else { return };
+            // µ-law decoded, with the silence around it a session's utterance has (pre-roll and
+            // tail after the endpoint).
+            let padded = |raw: &[u8]| -> Vec<f32> {
+                let voice = raw.iter().map(|&b| f32::from(ulaw_to_linear(b)) / 32768.0);
+                std::iter::repeat_n(0.0, 2400)
+                    .chain(voice)
+                    .chain(std::iter::repeat_n(0.0, 1600))
+                    .collect()
+            };
             let g = vec![Arc::new(departments())];
             for word in ["sales", "support", "billing"] {
                 let Some(raw) = speak(word, true) else { return };
-                let pcm: Vec<f32> = raw
-                    .iter()
-                    .map(|&b| f32::from(ulaw_to_linear(b)) / 32768.0)
-                    .collect();
+                let pcm = padded(&raw);
                 let (t, r) = e.transcribe_grammars(&pcm, 8000, &g, true).unwrap();
                 assert!(!t.phrases.is_empty(), "{word}: phrases were not scored");
                 assert_eq!(r.len(), 1, "{word}: {t:?}");
@@ -2771,11 +2860,9 @@ mod tests {
             let Some(raw) = speak("what is the weather like today", true) else {
                 return;
             };
-            let pcm: Vec<f32> = raw
-                .iter()
-                .map(|&b| f32::from(ulaw_to_linear(b)) / 32768.0)
-                .collect();
-            let (t, r) = e.transcribe_grammars(&pcm, 8000, &g, true).unwrap();
+            let (t, r) = e
+                .transcribe_grammars(&padded(&raw), 8000, &g, true)
+                .unwrap();
             assert!(r.iter().all(|r| r.grammar.is_none()), "{t:?} {r:?}");
         }
 
