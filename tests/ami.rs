@@ -148,9 +148,7 @@ impl Ami {
 /// False (with a NOTE) when the Python venv with panoramisk/pyst2 is missing.
 fn have_python() -> bool {
     if python().is_none() {
-        eprintln!(
-            "NOTE: no Python venv (scripts/setup.sh --deps creates tests/python/.venv): skipping"
-        );
+        eprintln!("NOTE: no Python venv (scripts/setup.sh creates tests/python/.venv): skipping");
         return false;
     }
     true
