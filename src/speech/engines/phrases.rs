@@ -18,6 +18,9 @@
 use crate::speech::grammar::Grammar;
 use std::sync::Arc;
 
+/// One decoder step: feed `tokens` at positions `n_past..`, get the logits for the next token.
+pub type Decoder<'a> = dyn FnMut(&[i32], usize) -> Result<Vec<f32>, String> + 'a;
+
 /// One phrase of an active grammar, as the engine reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Phrase {
@@ -180,7 +183,7 @@ impl PhraseSet {
         prefix: &[i32],
         eot: i32,
         min_score: i32,
-        decoder: &mut dyn FnMut(&[i32], usize) -> Result<Vec<f32>, String>,
+        decoder: &mut Decoder<'_>,
     ) -> Result<Vec<PhraseScore>, String> {
         let mut best = vec![f64::NEG_INFINITY; self.phrases.len()];
         let Some((&last, head)) = prefix.split_last() else {
@@ -229,7 +232,7 @@ struct Walk<'a> {
     base: usize,
     min_mean: f64,
     best: &'a mut [f64],
-    decoder: &'a mut dyn FnMut(&[i32], usize) -> Result<Vec<f32>, String>,
+    decoder: &'a mut Decoder<'a>,
 }
 
 impl Walk<'_> {
