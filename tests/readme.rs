@@ -190,7 +190,7 @@ fn assert_recognized(console: &str, word: &str, summary: &str) {
             .nth(1)
             .and_then(|r| r.split_whitespace().next())
             .unwrap_or("")
-            .trim_end_matches(')')
+            .trim_end_matches([')', '"'])
             .to_string()
     };
     let score: i32 = field("score").parse().unwrap_or(-1);
