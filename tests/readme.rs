@@ -65,6 +65,17 @@ fn demo_block() -> Vec<String> {
         .expect("README: no code block with `voxpbx dial` in 'The two commands'")
 }
 
+/// The shipped configuration's SIP and AMI ports must be free (a daemon left running would answer
+/// in the test's place).
+fn assert_shipped_ports_free() {
+    let sip = std::net::UdpSocket::bind("0.0.0.0:5060");
+    let ami = std::net::TcpListener::bind("127.0.0.1:5038");
+    assert!(
+        sip.is_ok() && ami.is_ok(),
+        "UDP 5060 or TCP 5038 is taken (another voxpbx or PBX running?): the README demo needs them"
+    );
+}
+
 fn ready(what: &str) -> bool {
     let model = repo().join("models/ggml-tiny.en.bin");
     let prompts = repo().join("sounds/en/voxpbx-menu.wav");
@@ -213,6 +224,7 @@ fn readme_demo_on_the_shipped_conf() {
         return;
     }
     let _turn = SHIPPED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    assert_shipped_ports_free();
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("etc-voxpbx");
     std::fs::create_dir_all(&conf).unwrap();
@@ -256,6 +268,7 @@ fn readme_two_commands_walked() {
         return;
     }
     let _turn = SHIPPED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    assert_shipped_ports_free();
     let blocks = readme_blocks("The two commands");
     let setup = blocks
         .iter()
