@@ -14,11 +14,11 @@
 //! installs them; CI always has them).
 
 mod common;
-use common::{bin, have_tts, repo};
+use common::{bin, have_tts, reap, repo};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 static SHIPPED_PORTS: Mutex<()> = Mutex::new(());
@@ -76,6 +76,17 @@ fn assert_shipped_ports_free() {
     );
 }
 
+/// The shipped configuration's turn (its ports are fixed), or None (with a note) when the model,
+/// the prompts or the speech tools are missing.
+fn shipped_turn(what: &str) -> Option<MutexGuard<'static, ()>> {
+    if !ready(what) {
+        return None;
+    }
+    let turn = SHIPPED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    assert_shipped_ports_free();
+    Some(turn)
+}
+
 fn ready(what: &str) -> bool {
     let model = repo().join("models/ggml-tiny.en.bin");
     let prompts = repo().join("sounds/en/voxpbx-menu.wav");
@@ -128,15 +139,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.rx("core stop now", 0);
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap(&mut self.child);
     }
 }
 
@@ -220,11 +223,9 @@ fn assert_recognized(console: &str, word: &str, summary: &str) {
 
 #[test]
 fn readme_demo_on_the_shipped_conf() {
-    if !ready("the README demo") {
+    let Some(_turn) = shipped_turn("the README demo") else {
         return;
-    }
-    let _turn = SHIPPED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    assert_shipped_ports_free();
+    };
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("etc-voxpbx");
     std::fs::create_dir_all(&conf).unwrap();
@@ -264,11 +265,9 @@ fn readme_demo_on_the_shipped_conf() {
 
 #[test]
 fn readme_two_commands_walked() {
-    if !ready("the README's two commands") {
+    let Some(_turn) = shipped_turn("the README's two commands") else {
         return;
-    }
-    let _turn = SHIPPED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    assert_shipped_ports_free();
+    };
     let blocks = readme_blocks("The two commands");
     let setup = blocks
         .iter()

@@ -49,6 +49,8 @@ pub struct GrammarMeasure {
     pub transcript_score: i32,
     /// The best phrase scores (phrase-scoring mode), best first.
     pub phrases: Vec<(String, i32)>,
+    /// The result came from the bandwidth-extended pass.
+    pub bandwidth_extended: bool,
     pub inference_ms: f64,
 }
 
@@ -140,16 +142,18 @@ pub fn run(opts: &GrammarOpts) -> anyhow::Result<GrammarReport> {
                     .take(3)
                     .map(|p| (p.phrase.phrase.clone(), p.score))
                     .collect(),
+                bandwidth_extended: t.bandwidth_extended,
                 inference_ms: t.inference_secs * 1000.0,
             };
             println!(
-                "{:<40} {:<15} expected {:<10} got {:<10} {:>4} {:>6.0} ms  {:?}",
+                "{:<40} {:<15} expected {:<10} got {:<10} {:>4} {:>6.0} ms {:<4} {:?}",
                 m.clip,
                 m.mode,
                 m.expected.as_deref().unwrap_or("-"),
                 m.got.as_deref().unwrap_or("-"),
                 m.score,
                 m.inference_ms,
+                if m.bandwidth_extended { "bwe" } else { "" },
                 m.transcript
             );
             measures.push(m);
@@ -250,6 +254,7 @@ mod tests {
             transcript: String::new(),
             transcript_score: 0,
             phrases: Vec::new(),
+            bandwidth_extended: false,
             inference_ms: 100.0,
         }
     }

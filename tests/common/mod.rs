@@ -167,16 +167,21 @@ impl TestPbx {
 impl Drop for TestPbx {
     fn drop(&mut self) {
         let _ = self.rx("core stop now");
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap(&mut self.child);
     }
+}
+
+/// Give a daemon told to stop 5 s to exit, then kill it.
+pub fn reap(child: &mut Child) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Wait until `path` exists and has content; returns the content.

@@ -737,7 +737,7 @@ struct Worker {
     up8k: Option<Upsampler>,
     bwe: BandwidthExtender,
     pcm16: Vec<f32>,
-    /// The upsampled audio again, for the bandwidth-extended pass.
+    /// The upsampled audio with the upper band synthesised (the second pass).
     wide: Vec<f32>,
 }
 
@@ -915,11 +915,8 @@ impl Worker {
             }
             r => return Err(format!("unsupported sample rate {r}")),
         }
-        let audio_secs = pcm16.len() as f64 / 16000.0;
-        // Bandwidth extension needs the unpadded upsampled audio.
-        let mut wide = std::mem::take(&mut self.wide);
-        wide.clear();
-        wide.extend_from_slice(pcm16);
+        let samples = pcm16.len();
+        let audio_secs = samples as f64 / 16000.0;
         let mut t = self.transcribe(pcm16, audio_secs, job)?;
         if let Some(set) = &job.opts.phrases {
             t.phrases = self.phrases_or_none(set, job)?;
@@ -930,8 +927,14 @@ impl Worker {
             let best = |t: &Transcript| t.phrases.first().map(|p| p.score).unwrap_or(0);
             let gain = job.opts.bandwidth_extension;
             if best(&t) < job.opts.phrase_threshold && job.rate == 8000 && gain > 0.0 {
+                // The upsampled audio before its padding.
+                let mut wide = std::mem::take(&mut self.wide);
+                wide.clear();
+                wide.extend_from_slice(&pcm16[..samples]);
                 self.bwe.extend(&job.pcm, &mut wide, gain);
-                let mut t2 = self.transcribe(&mut wide, audio_secs, job)?;
+                let t2 = self.transcribe(&mut wide, audio_secs, job);
+                self.wide = wide;
+                let mut t2 = t2?;
                 t2.phrases = self.phrases_or_none(set, job)?;
                 if best(&t2) > best(&t) {
                     t2.bandwidth_extended = true;
@@ -939,7 +942,6 @@ impl Worker {
                 }
             }
         }
-        self.wide = wide;
         t.audio_secs = audio_secs;
         Ok(t)
     }
