@@ -14,12 +14,12 @@
 //! installs them; CI always has them).
 
 mod common;
-use common::{bin, have_tts, reap, repo};
+use common::{bin, have_tts, reap, repo, wait_until};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static SHIPPED_PORTS: Mutex<()> = Mutex::new(());
 
@@ -114,14 +114,7 @@ impl Daemon {
     }
 
     fn wait_console(&self, needle: &str, secs: u64) -> bool {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < end {
-            if self.console().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        wait_until(secs, || self.console().contains(needle))
     }
 
     /// `voxpbx rx` on this daemon's configuration.

@@ -138,14 +138,7 @@ impl TestPbx {
 
     /// Wait until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, secs: u64) -> bool {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < end {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_until(secs, || self.log().contains(needle))
     }
 
     /// Wait for `core show channels count` to report no channels.
@@ -169,6 +162,18 @@ impl Drop for TestPbx {
         let _ = self.rx("core stop now");
         reap(&mut self.child);
     }
+}
+
+/// Poll `done` every 50 ms for up to `secs`; whether it became true.
+pub fn wait_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// Give a daemon told to stop 5 s to exit, then kill it.
